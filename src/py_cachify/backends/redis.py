@@ -1,0 +1,45 @@
+"""The Redis backend: each call is one EVALSHA of a Lua script, on a sync or asyncio client."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+from redis.exceptions import RedisError
+
+from ..errors import CachifyBackendError, CachifyInitError
+from ..ops import Call, ScriptName
+from ..scripts import source
+
+__all__ = ['RedisBackend']
+
+_SCRIPTS: tuple[ScriptName, ...] = get_args(ScriptName)
+
+
+class RedisBackend:
+    """Runs calls on `redis.Redis` / `redis.asyncio.Redis` (or a cluster client).
+
+    The `Script` objects are made per client: redis-py's `Script` sends EVALSHA, reloads the
+    script after NOSCRIPT, and routes by key on a cluster.
+    """
+
+    def __init__(self, sync_client: Any = None, async_client: Any = None) -> None:
+        self._sync = {n: sync_client.register_script(source(n)) for n in _SCRIPTS} if sync_client else None
+        self._async = {n: async_client.register_script(source(n)) for n in _SCRIPTS} if async_client else None
+
+    def run(self, call: Call) -> object:
+        """Run `call` on the sync client."""
+        if self._sync is None:
+            raise CachifyInitError(f'pool {call.pool!r} is used from sync code, but no sync_client was given')
+        try:
+            return self._sync[call.script](keys=call.keys, args=call.args)
+        except RedisError as exc:
+            raise CachifyBackendError(call.pool, f'{type(exc).__name__}: {exc}') from exc
+
+    async def arun(self, call: Call) -> object:
+        """Run `call` on the asyncio client."""
+        if self._async is None:
+            raise CachifyInitError(f'pool {call.pool!r} is used from async code, but no async_client was given')
+        try:
+            return await self._async[call.script](keys=call.keys, args=call.args)
+        except RedisError as exc:
+            raise CachifyBackendError(call.pool, f'{type(exc).__name__}: {exc}') from exc

@@ -1,0 +1,36 @@
+"""What a pool runs on (backend, key prefix, default slot lifetime) and the global default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backends import Backend
+from .errors import CachifyInitError
+from .ops import SlotExp
+
+__all__ = ['Settings', 'current', 'install']
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The configuration one `Cachify` gives its pools."""
+
+    backend: Backend
+    prefix: str
+    default_slot_exp: SlotExp
+
+
+_global: Settings | None = None
+
+
+def install(settings: Settings) -> None:
+    """Make `settings` what module-level `pool` / `pooled` use from now on."""
+    global _global
+    _global = settings
+
+
+def current() -> Settings:
+    """The global settings; raises `CachifyInitError` before `init_cachify()`."""
+    if _global is None:
+        raise CachifyInitError('py_cachify is not initialized: call init_cachify() first')
+    return _global
