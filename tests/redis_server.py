@@ -57,8 +57,23 @@ class RedisServer:
         for _ in range(5):
             self.port = _free_port()
             self.process = subprocess.Popen(
-                [self.binary, '--port', str(self.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
-                 '--dir', self._dir.name, '--daemonize', 'no', '--loglevel', 'warning'],
+                [
+                    self.binary,
+                    '--port',
+                    str(self.port),
+                    '--bind',
+                    '127.0.0.1',
+                    '--save',
+                    '',
+                    '--appendonly',
+                    'no',
+                    '--dir',
+                    self._dir.name,
+                    '--daemonize',
+                    'no',
+                    '--loglevel',
+                    'warning',
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
@@ -32,9 +33,7 @@ class Cachify:
         if not isinstance(prefix, str):
             raise TypeError(f'prefix must be a str, got {prefix!r}')
         validate_slot_exp(default_pool_slot_expiration, 'default_pool_slot_expiration')
-        backend = (
-            RedisBackend(sync_client, async_client) if sync_client or async_client else MemoryBackend()
-        )
+        backend = RedisBackend(sync_client, async_client) if sync_client or async_client else MemoryBackend()
         self.settings = Settings(backend=backend, prefix=prefix, default_slot_exp=default_pool_slot_expiration)
 
     def pool(self, key: str, max_size: int, slot_exp: SlotExp | UnsetType = UNSET) -> pool:

@@ -6,9 +6,8 @@ import functools
 import inspect
 import re
 import string
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Callable, ParamSpec, Protocol, TypeVar, cast, overload
-
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .errors import CachifyPoolFullError
 from .ops import UNSET, SlotExp, UnsetType, validate_key, validate_max_size, validate_slot_exp
@@ -21,29 +20,28 @@ __all__ = ['AsyncPooled', 'PooledDecorator', 'SyncPooled', 'decorator', 'pooled'
 
 P = ParamSpec('P')
 R = TypeVar('R')
-R_co = TypeVar('R_co', covariant=True)
 
 PoolFor = Callable[[tuple[Any, ...], dict[str, Any]], 'pool']
 
 
-class SyncPooled(Protocol[P, R_co]):
+class SyncPooled(Protocol[P, R]):
     """A sync function wrapped by `pooled`: returns None (or `on_full`'s value) when full."""
 
-    __wrapped__: Callable[P, R_co]
+    __wrapped__: Callable[P, R]
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co | None: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | None: ...
 
     def size(self, *args: P.args, **kwargs: P.kwargs) -> int:
         """Live slots of the pool this call would use."""
         ...
 
 
-class AsyncPooled(Protocol[P, R_co]):
+class AsyncPooled(Protocol[P, R]):
     """An async function wrapped by `pooled`: returns None (or `on_full`'s value) when full."""
 
-    __wrapped__: Callable[P, Awaitable[R_co]]
+    __wrapped__: Callable[P, Awaitable[R]]
 
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co | None: ...
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | None: ...
 
     async def size(self, *args: P.args, **kwargs: P.kwargs) -> int:
         """Live slots of the pool this call would use."""
@@ -112,7 +110,9 @@ def decorator(pool_for: PoolFor, on_full: Callable[..., Any] | None, raise_on_fu
     return cast(PooledDecorator, decorate)
 
 
-def _wrap_sync(func: Callable[..., Any], pool_for: PoolFor, on_full: Callable[..., Any] | None, raise_on_full: bool) -> Any:
+def _wrap_sync(
+    func: Callable[..., Any], pool_for: PoolFor, on_full: Callable[..., Any] | None, raise_on_full: bool
+) -> Any:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         target = pool_for(args, kwargs)

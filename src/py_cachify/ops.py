@@ -11,7 +11,7 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass
-from typing import Final, Literal, Union
+from typing import Final, Literal
 
 from .errors import CachifyBackendError
 
@@ -56,7 +56,7 @@ class UnsetType:
 
 UNSET: Final = UnsetType()
 
-SlotExp = Union[int, float, None]
+SlotExp = int | float | None
 ScriptName = Literal['acquire', 'release', 'size', 'purge']
 
 # Status codes of acquire.lua.
@@ -77,7 +77,7 @@ class Call:
     script: ScriptName
     keys: tuple[str, ...]
     args: tuple[str | int, ...]
-    pool: str  # the pool's user-facing name, for error messages
+    pool: str  # the pool's key as the user gave it, for error messages
 
 
 def validate_key(key: object) -> str:
@@ -132,24 +132,24 @@ def new_slot_id() -> str:
     return os.urandom(8).hex()
 
 
-def acquire_call(name: str, slot: str, max_size: int, ttl: int) -> Call:
-    """acquire.lua: take `slot` in pool `name` if it holds fewer than `max_size` (`ttl` ms, 0 = never)."""
-    return Call('acquire', (pool_keys(name).slots,), (slot, max_size, ttl), name)
+def acquire_call(prefix: str, key: str, slot: str, max_size: int, ttl: int) -> Call:
+    """acquire.lua: take `slot` if the pool holds fewer than `max_size` (`ttl` ms, 0 = never)."""
+    return Call('acquire', (pool_keys(prefix + key).slots,), (slot, max_size, ttl), key)
 
 
-def release_call(name: str, slot: str) -> Call:
-    """release.lua: give back `slot` of pool `name`."""
-    return Call('release', (pool_keys(name).slots,), (slot,), name)
+def release_call(prefix: str, key: str, slot: str) -> Call:
+    """release.lua: give back `slot`."""
+    return Call('release', (pool_keys(prefix + key).slots,), (slot,), key)
 
 
-def size_call(name: str) -> Call:
-    """size.lua: count the live slots of pool `name`."""
-    return Call('size', (pool_keys(name).slots,), (), name)
+def size_call(prefix: str, key: str) -> Call:
+    """size.lua: count the live slots."""
+    return Call('size', (pool_keys(prefix + key).slots,), (), key)
 
 
-def purge_call(name: str) -> Call:
-    """purge.lua: drop the expired slots of pool `name`."""
-    return Call('purge', (pool_keys(name).slots,), (), name)
+def purge_call(prefix: str, key: str) -> Call:
+    """purge.lua: drop the expired slots."""
+    return Call('purge', (pool_keys(prefix + key).slots,), (), key)
 
 
 def acquired(reply: object, call: Call) -> bool:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from .errors import CachifyPoolFullError
 from .ops import (
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ['pool']
 
 
-class pool:  # noqa: N801 - lower case, as in py-cachify's API
+class pool:
     """A distributed concurrency pool: no more than `max_size` holders of `key` at a time.
 
     `with pool(...)` / `async with pool(...)` takes a slot or raises `CachifyPoolFullError`,
@@ -86,7 +87,9 @@ class pool:  # noqa: N801 - lower case, as in py-cachify's API
         self._held.set((*self._held.get(), self._take()))
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._give(self._pop())
 
     async def __aenter__(self) -> Self:
@@ -153,7 +156,7 @@ class pool:  # noqa: N801 - lower case, as in py-cachify's API
     def _acquire_call(self) -> tuple[Backend, Call]:
         settings = self._settings or current()
         slot_exp = settings.default_slot_exp if isinstance(self._slot_exp, UnsetType) else self._slot_exp
-        call = acquire_call(settings.prefix + self._key, new_slot_id(), self._max_size, ttl_ms(slot_exp))
+        call = acquire_call(settings.prefix, self._key, new_slot_id(), self._max_size, ttl_ms(slot_exp))
         return settings.backend, call
 
     def _admitted(self, reply: object, call: Call) -> str:
@@ -163,7 +166,7 @@ class pool:  # noqa: N801 - lower case, as in py-cachify's API
 
     def _plain_call(self, make: Callable[..., Call], *args: str) -> tuple[Backend, Call]:
         settings = self._settings or current()
-        return settings.backend, make(settings.prefix + self._key, *args)
+        return settings.backend, make(settings.prefix, self._key, *args)
 
     def _pop(self) -> str:
         held = self._held.get()

@@ -1,0 +1,132 @@
+"""Never more than max_size holders: threads, tasks and processes on one pool, counted apart."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from py_cachify import Cachify, CachifyPoolFullError, init_cachify
+
+MAX = 3
+
+
+class Counter:
+    """Counts holders independently of the pool: the pool must keep its peak <= MAX."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = self.peak = self.entered = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.entered += 1
+            self.peak = max(self.peak, self.now)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+@pytest.mark.parametrize('backend', ['memory', 'redis'])
+def test_threads_sharing_one_pool_object_never_exceed_max_size(cachify: Cachify) -> None:
+    p = cachify.pool('threads', max_size=MAX, slot_exp=30)
+    counter = Counter()
+    deadline = time.monotonic() + 1.5
+
+    def worker() -> None:
+        while time.monotonic() < deadline:
+            try:
+                with p:
+                    counter.enter()
+                    time.sleep(0.001)
+                    counter.leave()
+            except CachifyPoolFullError:
+                time.sleep(0.0005)
+
+    threads = [threading.Thread(target=worker) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert counter.peak == MAX
+    assert counter.entered > 50
+    assert p.size() == 0
+
+
+@pytest.mark.parametrize('backend', ['memory', 'redis'])
+async def test_tasks_never_exceed_max_size(cachify: Cachify) -> None:
+    p = cachify.pool('tasks', max_size=MAX, slot_exp=30)
+    counter = Counter()
+    deadline = time.monotonic() + 1.0
+
+    async def worker() -> None:
+        while time.monotonic() < deadline:
+            try:
+                async with p:
+                    counter.enter()
+                    await asyncio.sleep(0.001)
+                    counter.leave()
+            except CachifyPoolFullError:
+                await asyncio.sleep(0.0005)
+
+    await asyncio.gather(*(worker() for _ in range(40)))
+    assert counter.peak == MAX
+    assert counter.entered > 50
+    assert await p.asize() == 0
+
+
+def _process_worker(url: str, prefix: str, now: Any, peak: Any, entered: Any, lock: Any, stop_at: float) -> None:
+    cachify = init_cachify(redis.Redis.from_url(url), prefix=prefix, is_global=False)
+
+    @cachify.pooled(key='procs', max_size=MAX, slot_exp=30)
+    def hold() -> None:
+        with lock:
+            now.value += 1
+            entered.value += 1
+            peak.value = max(peak.value, now.value)
+        time.sleep(0.002)
+        with lock:
+            now.value -= 1
+
+    while time.time() < stop_at:
+        hold()
+
+
+@pytest.mark.slow
+def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Redis) -> None:
+    ctx = multiprocessing.get_context('spawn')
+    lock = ctx.Lock()
+    now, peak, entered = ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False)
+    stop_at = time.time() + 3.0  # spawn start-up takes part of it
+    procs = [
+        ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at))
+        for _ in range(4)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    assert peak.value == MAX
+    assert entered.value > 20
+    assert redis_client.exists('{procs-procs-pool}:slots') == 0
+
+
+@pytest.mark.parametrize('backend', ['memory', 'redis'])
+async def test_sync_and_async_code_in_one_process_share_the_pool(cachify: Cachify) -> None:
+    p = cachify.pool('mixed', max_size=1)
+    with p:
+        with pytest.raises(CachifyPoolFullError):
+            async with p:
+                pass
+        assert await p.asize() == 1
+    async with p:
+        assert p.size() == 1

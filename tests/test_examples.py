@@ -1,0 +1,27 @@
+"""Every example runs on the embedded default and prints what its docstring says."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parents[1] / 'examples').glob('*.py'))
+
+
+@pytest.mark.parametrize('example', EXAMPLES, ids=lambda path: path.name)
+def test_example_prints_what_it_documents(example: Path) -> None:
+    doc = ast.get_docstring(ast.parse(example.read_text()))
+    assert doc is not None
+    assert 'Prints:\n' in doc
+    expected = doc.split('Prints:\n', 1)[1].strip()
+    result = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == expected
+    assert result.stderr == ''
+
+
+def test_there_are_examples() -> None:
+    assert len(EXAMPLES) >= 5
