@@ -158,5 +158,5 @@ async def test_global_api_before_init_cachify_raises_init_error() -> None:
 
 def test_exiting_more_than_entering_is_a_bug_report() -> None:
     p = init_cachify(is_global=False).pool('k', max_size=1)
-    with pytest.raises(RuntimeError, match='exited more often'):
+    with pytest.raises(RuntimeError, match='not held here'):
         p.__exit__(None, None, None)

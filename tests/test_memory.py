@@ -40,10 +40,11 @@ def test_pools_whose_slots_all_expired_are_dropped() -> None:
     settings = Settings(backend, 'PYC-', default_slot_exp=1)
     for user in range(100):
         pool(f'user-{user}', max_size=1, settings=settings).__enter__()  # abandoned holders
-    assert len(backend._pools) == 100
+    assert sum(1 for zset in backend._zsets.values() if zset) == 100
     clock.now += 2
     assert pool('other', max_size=1, settings=settings).size() == 0
-    assert backend._pools == {}
+    assert backend._zsets == {}
+    assert backend._expiry == {}
 
 
 def test_a_clock_that_reads_zero_is_an_error() -> None:

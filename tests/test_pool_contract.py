@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from py_cachify import Cachify, CachifyPoolFullError
-from py_cachify.ops import acquire_call, acquired, count, release_call, released, size_call
+from py_cachify.ops import acquire_call, attempt, count, flag, release_call, size_call
 
 from .conftest import Api
 
@@ -169,8 +169,8 @@ async def test_an_acquire_resent_with_the_same_slot_id_counts_once(cachify: Cach
     # redis-py re-sends a command after a timeout; the pool must not count that twice.
     backend, prefix = cachify.settings.backend, cachify.settings.prefix
     call = acquire_call(prefix, 'resent', 'slot-a', 2, 10_000)
-    assert acquired(backend.run(call), call)
-    assert acquired(await backend.arun(call), call)
+    assert attempt(backend.run(call), call).acquired
+    assert attempt(await backend.arun(call), call).acquired
     assert count(backend.run(size_call(prefix, 'resent')), call) == 1
-    assert released(backend.run(release_call(prefix, 'resent', 'slot-a')), call)
-    assert not released(backend.run(release_call(prefix, 'resent', 'slot-a')), call)
+    assert flag(backend.run(release_call(prefix, 'resent', 'slot-a', 2)), call)
+    assert not flag(backend.run(release_call(prefix, 'resent', 'slot-a', 2)), call)

@@ -110,8 +110,9 @@ def test_an_acquire_resent_with_the_same_slot_id_counts_once(redis_client: redis
     acquire = redis_client.register_script(source('acquire'))
     key = '{model-resent}:slots'
     try:
-        assert acquire(keys=[key], args=['slot-a', 2, 10_000]) == [1, 1]
-        assert acquire(keys=[key], args=['slot-a', 2, 10_000]) == [2, 1]
+        keys = [key, '{model-resent}:queue', '{model-resent}:leases']
+        assert acquire(keys=keys, args=['slot-a', 2, 10_000, 0, 5000]) == [1, 1, -1]
+        assert acquire(keys=keys, args=['slot-a', 2, 10_000, 0, 5000]) == [2, 1, -1]
         assert redis_client.zcard(key) == 1
     finally:
         redis_client.delete(key)

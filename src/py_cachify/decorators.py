@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import re
@@ -117,7 +118,7 @@ def _wrap_sync(
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         target = pool_for(args, kwargs)
         try:
-            slot = target._take()
+            lease = target._take()
         except CachifyPoolFullError:
             if raise_on_full:
                 raise
@@ -125,7 +126,7 @@ def _wrap_sync(
         try:
             return func(*args, **kwargs)
         finally:
-            target._give(slot)
+            target._give(lease)
 
     def size(*args: Any, **kwargs: Any) -> int:
         return pool_for(args, kwargs).size()
@@ -141,7 +142,7 @@ def _wrap_async(
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         target = pool_for(args, kwargs)
         try:
-            slot = await target._atake()
+            lease = await target._atake()
         except CachifyPoolFullError:
             if raise_on_full:
                 raise
@@ -152,7 +153,8 @@ def _wrap_async(
         try:
             return await func(*args, **kwargs)
         finally:
-            await target._agive(slot)
+            # Shielded: a cancelled call still gives its slot back.
+            await asyncio.shield(target._agive(lease))
 
     async def size(*args: Any, **kwargs: Any) -> int:
         return await pool_for(args, kwargs).asize()

@@ -16,24 +16,33 @@ from typing import Final, Literal
 from .errors import CachifyBackendError
 
 __all__ = [
+    'FALLBACK_POLL',
+    'QUEUE_LEASE_MS',
     'UNSET',
+    'Attempt',
     'Call',
     'ScriptName',
     'SlotExp',
     'UnsetType',
     'acquire_call',
-    'acquired',
+    'attempt',
     'count',
+    'extend_call',
+    'flag',
+    'holders',
+    'holders_call',
+    'leave_call',
     'new_slot_id',
     'pool_keys',
     'purge_call',
     'release_call',
-    'released',
     'size_call',
     'ttl_ms',
     'validate_key',
     'validate_max_size',
+    'validate_seconds',
     'validate_slot_exp',
+    'validate_timeout',
 ]
 
 
@@ -57,17 +66,25 @@ class UnsetType:
 UNSET: Final = UnsetType()
 
 SlotExp = int | float | None
-ScriptName = Literal['acquire', 'release', 'size', 'purge']
+ScriptName = Literal['acquire', 'release', 'size', 'purge', 'extend', 'holders', 'leave']
 
 # Status codes of acquire.lua.
-_ACQUIRED, _ALREADY_HELD, _FULL, _NO_CLOCK = 1, 2, 0, -1
+_ACQUIRED, _ALREADY_HELD, _NOT_ACQUIRED, _NO_CLOCK = 1, 2, 0, -1
+
+# A waiter that stops calling acquire loses its queue place after this long. Waiters call
+# at least every FALLBACK_POLL seconds, so only a dead or departed waiter ever lapses.
+QUEUE_LEASE_MS = 5_000
+FALLBACK_POLL = 1.0
 
 
 @dataclass(frozen=True)
 class PoolKeys:
-    """The Redis keys of one pool; they share a hash tag of that pool alone."""
+    """The Redis keys (and wake-up channel) of one pool; they share a hash tag of that pool alone."""
 
     slots: str
+    queue: str
+    leases: str
+    channel: str
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,14 @@ class Call:
     keys: tuple[str, ...]
     args: tuple[str | int, ...]
     pool: str  # the pool's key as the user gave it, for error messages
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What acquire.lua answered: admitted or not, and when the nearest slot expires."""
+
+    acquired: bool
+    next_expiry: float | None  # seconds until the nearest slot expires; None if none will
 
 
 def validate_key(key: object) -> str:
@@ -102,11 +127,27 @@ def validate_slot_exp(slot_exp: object, name: str = 'slot_exp') -> SlotExp | Uns
     """Return `slot_exp` if it is UNSET, None or a finite number of seconds > 0, else raise."""
     if slot_exp is None or isinstance(slot_exp, UnsetType):
         return slot_exp
-    if isinstance(slot_exp, bool) or not isinstance(slot_exp, (int, float)):
-        raise TypeError(f'{name} must be seconds (int or float > 0) or None, got {slot_exp!r}')
-    if not (slot_exp > 0 and math.isfinite(slot_exp)):
-        raise ValueError(f'{name} must be seconds > 0 (or None for never), got {slot_exp!r}')
-    return slot_exp
+    return validate_seconds(slot_exp, name)
+
+
+def validate_seconds(value: object, name: str) -> float:
+    """Return `value` if it is a finite number > 0, else raise naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'{name} must be seconds (int or float > 0), got {value!r}')
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f'{name} must be seconds > 0, got {value!r}')
+    return value
+
+
+def validate_timeout(timeout: object) -> float | None:
+    """Return `timeout` if it is None (no limit) or a finite number >= 0, else raise."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f'timeout must be seconds (int or float >= 0) or None, got {timeout!r}')
+    if not (timeout >= 0 and math.isfinite(timeout)):
+        raise ValueError(f'timeout must be seconds >= 0 (or None for no limit), got {timeout!r}')
+    return timeout
 
 
 def ttl_ms(slot_exp: SlotExp) -> int:
@@ -124,7 +165,7 @@ def pool_keys(name: str) -> PoolKeys:
     """
     tag = hashlib.sha1(name.encode()).hexdigest() if '}' in name else name
     base = f'{{{tag}}}' if tag == name else f'{{{tag}}}{name}'
-    return PoolKeys(slots=f'{base}:slots')
+    return PoolKeys(slots=f'{base}:slots', queue=f'{base}:queue', leases=f'{base}:leases', channel=f'{base}:released')
 
 
 def new_slot_id() -> str:
@@ -132,14 +173,27 @@ def new_slot_id() -> str:
     return os.urandom(8).hex()
 
 
-def acquire_call(prefix: str, key: str, slot: str, max_size: int, ttl: int) -> Call:
-    """acquire.lua: take `slot` if the pool holds fewer than `max_size` (`ttl` ms, 0 = never)."""
-    return Call('acquire', (pool_keys(prefix + key).slots,), (slot, max_size, ttl), key)
+def acquire_call(prefix: str, key: str, slot: str, max_size: int, ttl: int, queue: bool = False) -> Call:
+    """acquire.lua: take `slot` if the pool has room (`ttl` ms, 0 = never); `queue` to wait in line."""
+    k = pool_keys(prefix + key)
+    return Call('acquire', (k.slots, k.queue, k.leases), (slot, max_size, ttl, int(queue), QUEUE_LEASE_MS), key)
 
 
-def release_call(prefix: str, key: str, slot: str) -> Call:
-    """release.lua: give back `slot`."""
-    return Call('release', (pool_keys(prefix + key).slots,), (slot,), key)
+def release_call(prefix: str, key: str, slot: str, max_size: int) -> Call:
+    """release.lua: give back `slot` and wake the waiter it is owed to."""
+    k = pool_keys(prefix + key)
+    return Call('release', (k.slots, k.queue), (slot, max_size, k.channel), key)
+
+
+def leave_call(prefix: str, key: str, slot: str) -> Call:
+    """leave.lua: take a waiter that gives up out of the queue."""
+    k = pool_keys(prefix + key)
+    return Call('leave', (k.queue, k.leases), (slot, k.channel), key)
+
+
+def extend_call(prefix: str, key: str, slot: str, ttl: int) -> Call:
+    """extend.lua: push `slot`'s expiry to `ttl` ms from now (0 = never), if it is still held."""
+    return Call('extend', (pool_keys(prefix + key).slots,), (slot, ttl), key)
 
 
 def size_call(prefix: str, key: str) -> Call:
@@ -152,18 +206,24 @@ def purge_call(prefix: str, key: str) -> Call:
     return Call('purge', (pool_keys(prefix + key).slots,), (), key)
 
 
-def acquired(reply: object, call: Call) -> bool:
-    """True if acquire.lua took (or already held) the slot, False if the pool is full."""
-    status = _status(reply, call)
-    if status in (_ACQUIRED, _ALREADY_HELD):
-        return True
-    if status == _FULL:
-        return False
+def holders_call(prefix: str, key: str) -> Call:
+    """holders.lua: the live slots and the ms each has left."""
+    return Call('holders', (pool_keys(prefix + key).slots,), (), key)
+
+
+def attempt(reply: object, call: Call) -> Attempt:
+    """Read acquire.lua's reply."""
+    if isinstance(reply, (list, tuple)) and len(reply) == 3 and all(isinstance(x, int) for x in reply):
+        status, _, wait_ms = reply
+        if status in (_ACQUIRED, _ALREADY_HELD):
+            return Attempt(True, None)
+        if status == _NOT_ACQUIRED:
+            return Attempt(False, max(wait_ms, 0) / 1000 if wait_ms >= 0 else None)
     raise _unexpected(reply, call)
 
 
-def released(reply: object, call: Call) -> bool:
-    """True if release.lua removed the slot, False if it was gone (expired or released)."""
+def flag(reply: object, call: Call) -> bool:
+    """Read a 1/0 reply (release.lua, extend.lua, leave.lua)."""
     if reply in (0, 1):
         return bool(reply)
     raise _unexpected(reply, call)
@@ -176,10 +236,12 @@ def count(reply: object, call: Call) -> int:
     raise _unexpected(reply, call)
 
 
-def _status(reply: object, call: Call) -> int:
-    if isinstance(reply, (list, tuple)) and reply and isinstance(reply[0], int):
-        return reply[0]
-    raise _unexpected(reply, call)
+def holders(reply: object, call: Call) -> dict[str, float | None]:
+    """holders.lua's reply as {slot id: seconds left (None = never expires)}, soonest first."""
+    if not isinstance(reply, (list, tuple)) or len(reply) % 2:
+        raise _unexpected(reply, call)
+    pairs = zip(reply[::2], reply[1::2], strict=False)
+    return {(s.decode() if isinstance(s, bytes) else str(s)): (None if ms == -1 else ms / 1000) for s, ms in pairs}
 
 
 def _unexpected(reply: object, call: Call) -> CachifyBackendError:

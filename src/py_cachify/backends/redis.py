@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, get_args
 
 from redis.exceptions import RedisError
 
 from ..errors import CachifyBackendError, CachifyInitError
+from ..notify import TaskSubscriber, ThreadSubscriber, Wakeups
 from ..ops import Call, ScriptName
 from ..scripts import source
 
@@ -25,6 +27,23 @@ class RedisBackend:
     def __init__(self, sync_client: Any = None, async_client: Any = None) -> None:
         self._sync = {n: sync_client.register_script(source(n)) for n in _SCRIPTS} if sync_client else None
         self._async = {n: async_client.register_script(source(n)) for n in _SCRIPTS} if async_client else None
+        self.wakeups = Wakeups()
+        # One subscriber connection for every waiter of this backend: the sync client's
+        # (in a thread, serving async waiters too), else the asyncio client's (in a task).
+        self._thread_subscriber = ThreadSubscriber(sync_client, self.wakeups) if sync_client else None
+        self._task_subscriber = None if sync_client else TaskSubscriber(async_client, self.wakeups)
+
+    def listen(self, channel: str) -> None:
+        """Subscribe to `channel` (once per process) before a waiter's next try."""
+        if self._thread_subscriber is not None:
+            self._thread_subscriber.ensure(channel)
+
+    async def alisten(self, channel: str) -> None:
+        """Subscribe to `channel` (once per process) before a waiter's next try."""
+        if self._thread_subscriber is not None:
+            await asyncio.to_thread(self._thread_subscriber.ensure, channel)
+        elif self._task_subscriber is not None:
+            await self._task_subscriber.ensure(channel)
 
     def run(self, call: Call) -> object:
         """Run `call` on the sync client."""
