@@ -36,9 +36,30 @@ class Cachify:
         backend = RedisBackend(sync_client, async_client) if sync_client or async_client else MemoryBackend()
         self.settings = Settings(backend=backend, prefix=prefix, default_slot_exp=default_pool_slot_expiration)
 
-    def pool(self, key: str, max_size: int, slot_exp: SlotExp | UnsetType = UNSET) -> pool:
+    def pool(
+        self,
+        key: str,
+        max_size: int,
+        slot_exp: SlotExp | UnsetType = UNSET,
+        *,
+        nowait: bool = True,
+        timeout: float | None = None,
+        fair: bool = False,
+        auto_renew: bool = False,
+        on_lost: Callable[[str], Any] | None = None,
+    ) -> pool:
         """A `pool` on this instance's client; see `py_cachify.pool`."""
-        return pool(key, max_size, slot_exp, settings=self.settings)
+        return pool(
+            key,
+            max_size,
+            slot_exp,
+            nowait=nowait,
+            timeout=timeout,
+            fair=fair,
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+            settings=self.settings,
+        )
 
     def pooled(
         self,
@@ -47,9 +68,27 @@ class Cachify:
         on_full: Callable[..., Any] | None = None,
         raise_on_full: bool = False,
         slot_exp: SlotExp | UnsetType = UNSET,
+        *,
+        nowait: bool = True,
+        timeout: float | None = None,
+        fair: bool = False,
+        auto_renew: bool = False,
+        on_lost: Callable[[str], Any] | None = None,
     ) -> PooledDecorator:
         """`pooled` on this instance's client; see `py_cachify.pooled`."""
-        return pooled(key, max_size, on_full, raise_on_full, slot_exp, settings=self.settings)
+        return pooled(
+            key,
+            max_size,
+            on_full,
+            raise_on_full,
+            slot_exp,
+            nowait=nowait,
+            timeout=timeout,
+            fair=fair,
+            auto_renew=auto_renew,
+            on_lost=on_lost,
+            settings=self.settings,
+        )
 
 
 def init_cachify(

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
 from .errors import CachifyPoolFullError
-from .ops import UNSET, SlotExp, UnsetType, validate_key, validate_max_size, validate_slot_exp
+from .ops import UNSET, SlotExp, UnsetType
 
 if TYPE_CHECKING:
     from .pool import pool
@@ -66,6 +66,11 @@ def pooled(
     raise_on_full: bool = False,
     slot_exp: SlotExp | UnsetType = UNSET,
     *,
+    nowait: bool = True,
+    timeout: float | None = None,
+    fair: bool = False,
+    auto_renew: bool = False,
+    on_lost: Callable[[str], Any] | None = None,
     settings: Settings | None = None,
 ) -> PooledDecorator:
     """Decorate a sync or async function so each call holds a slot of a pool.
@@ -75,23 +80,30 @@ def pooled(
     When the pool is full: raise `CachifyPoolFullError` if `raise_on_full`, else return
     `on_full(*args, **kwargs)` (awaited if awaitable) if given, else return None.
     The wrapper has `.size(*args, **kwargs)`: the live slots of the pool that call would use.
+    `nowait`, `timeout`, `fair`, `auto_renew` and `on_lost` are as for `pool`.
 
     Raises `TypeError` / `ValueError` at decoration time for a bad `key`, `max_size` or
     `slot_exp`, or a key naming an argument the function does not take.
     """
     from .pool import pool
 
-    validate_key(key)
-    validate_max_size(max_size)
-    validate_slot_exp(slot_exp)
+    options: dict[str, Any] = {
+        'nowait': nowait,
+        'timeout': timeout,
+        'fair': fair,
+        'auto_renew': auto_renew,
+        'on_lost': on_lost,
+        'settings': settings,
+    }
+    pool(key, max_size, slot_exp, **options)  # validates every argument, before any call
 
     def decorate(func: Callable[..., Any]) -> Any:
         template = _KeyTemplate(key, func)
         if template.constant:
-            shared = pool(f'{key}-pool', max_size, slot_exp, settings=settings)
+            shared = pool(f'{key}-pool', max_size, slot_exp, **options)
             return decorator(lambda args, kwargs: shared, on_full, raise_on_full)(func)
         return decorator(
-            lambda args, kwargs: pool(f'{template.format(args, kwargs)}-pool', max_size, slot_exp, settings=settings),
+            lambda args, kwargs: pool(f'{template.format(args, kwargs)}-pool', max_size, slot_exp, **options),
             on_full,
             raise_on_full,
         )(func)
