@@ -229,7 +229,7 @@ async def test_holders_and_free_slots(cachify: Cachify) -> None:
     assert await timed.afree() == 3
     with timed, forever:
         seen = timed.holders()
-        assert seen == await timed.aholders()
+        assert seen.keys() == (await timed.aholders()).keys()
         (slot_a, left_a), (slot_b, left_b) = seen.items()
         assert len(slot_a) == len(slot_b) == 16
         assert left_a is not None
