@@ -12,12 +12,14 @@ import fakeredis
 import pytest
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 
 from py_cachify import Cachify, init_cachify, pool, settings
 
-from .redis_server import RedisServer
+from .redis_server import RedisCluster, RedisServer
 
-BACKENDS = ['memory', 'redis', 'fakeredis']
+BACKENDS = ['memory', 'redis', 'cluster', 'fakeredis']
 _prefixes = itertools.count()
 
 
@@ -29,6 +31,13 @@ def redis_url() -> Iterator[str]:
         return
     with RedisServer() as server:
         yield server.url
+
+
+@pytest.fixture(scope='session')
+def cluster_url() -> Iterator[str]:
+    """A three-node Redis Cluster this session starts on free ports and stops."""
+    with RedisCluster() as cluster:
+        yield cluster.url
 
 
 @pytest.fixture
@@ -60,6 +69,10 @@ async def make_cachify(backend: str, request: pytest.FixtureRequest) -> AsyncIte
         server = fakeredis.FakeServer()
         sync_client: Any = fakeredis.FakeRedis(server=server)
         async_client: Any = fakeredis.FakeAsyncRedis(server=server)
+    elif backend == 'cluster':
+        url = request.getfixturevalue('cluster_url')
+        sync_client = redis.cluster.RedisCluster.from_url(url)
+        async_client = redis.asyncio.cluster.RedisCluster.from_url(url)
     else:
         url = request.getfixturevalue('redis_url')
         sync_client = redis.Redis.from_url(url)

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ['RedisServer', 'find_redis_server']
+__all__ = ['RedisCluster', 'RedisServer', 'find_redis_server']
 
 
 def find_redis_server() -> str:
@@ -33,16 +33,20 @@ def find_redis_server() -> str:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        port: int = sock.getsockname()[1]
-        return port
+    # Below 55535: a cluster node also listens on port + 10000 (its bus).
+    while True:
+        with socket.socket() as sock:
+            sock.bind(('127.0.0.1', 0))
+            port: int = sock.getsockname()[1]
+        if port < 55535:
+            return port
 
 
 class RedisServer:
     """A redis-server process of our own, bound to 127.0.0.1 only, persisting nothing."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra_args: str) -> None:
+        self.extra_args = extra_args
         self.binary = find_redis_server()
         self._dir = tempfile.TemporaryDirectory(prefix='py_cachify-redis-')
         self.process: subprocess.Popen[bytes] | None = None
@@ -56,24 +60,10 @@ class RedisServer:
         # A port picked free can be taken before the server binds it: retry a few times.
         for _ in range(5):
             self.port = _free_port()
+            options = {'port': self.port, 'bind': '127.0.0.1', 'save': '', 'appendonly': 'no', 'dir': self._dir.name}
+            args = [arg for name, value in options.items() for arg in (f'--{name}', str(value))]
             self.process = subprocess.Popen(
-                [
-                    self.binary,
-                    '--port',
-                    str(self.port),
-                    '--bind',
-                    '127.0.0.1',
-                    '--save',
-                    '',
-                    '--appendonly',
-                    'no',
-                    '--dir',
-                    self._dir.name,
-                    '--daemonize',
-                    'no',
-                    '--loglevel',
-                    'warning',
-                ],
+                [self.binary, *args, '--loglevel', 'warning', *self.extra_args],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -114,3 +104,52 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+class RedisCluster:
+    """Three cluster-enabled servers of our own, slots split between them, joined into one cluster."""
+
+    def __init__(self, nodes: int = 3) -> None:
+        self.servers = [RedisServer('--cluster-enabled', 'yes', '--cluster-node-timeout', '5000') for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    def start(self) -> RedisCluster:
+        import redis
+
+        for server in self.servers:
+            server.start()
+        clients = [redis.Redis(port=server.port) for server in self.servers]
+        per_node = 16384 // len(clients)
+        for i, client in enumerate(clients):
+            last = 16383 if i == len(clients) - 1 else (i + 1) * per_node - 1
+            client.execute_command('CLUSTER', 'ADDSLOTS', *range(i * per_node, last + 1))
+            if i:
+                client.execute_command('CLUSTER', 'MEET', '127.0.0.1', self.servers[0].port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            infos = [client.execute_command('CLUSTER', 'INFO') for client in clients]
+            if all(b'cluster_state:ok' in _raw(info) for info in infos):
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError('the test cluster did not come up')
+        for client in clients:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.__exit__()
+
+    def __enter__(self) -> RedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _raw(info: object) -> bytes:
+    return info if isinstance(info, bytes) else str(info).encode()

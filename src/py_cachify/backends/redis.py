@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, get_args
 
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
 
 from ..errors import CachifyBackendError, CachifyInitError
@@ -28,6 +29,10 @@ class RedisBackend:
         self._sync = {n: sync_client.register_script(source(n)) for n in _SCRIPTS} if sync_client else None
         self._async = {n: async_client.register_script(source(n)) for n in _SCRIPTS} if async_client else None
         self.wakeups = Wakeups()
+        # redis-py's asyncio cluster client breaks when its first commands run concurrently
+        # (seen with 8.1: "'NoneType' object has no attribute 'writelines'"); initialize it once first.
+        self._async_cluster = async_client if isinstance(async_client, AsyncRedisCluster) else None
+        self._async_init_lock: asyncio.Lock | None = None
         # One subscriber connection for every waiter of this backend: the sync client's
         # (in a thread, serving async waiters too), else the asyncio client's (in a task).
         self._thread_subscriber = ThreadSubscriber(sync_client, self.wakeups) if sync_client else None
@@ -59,6 +64,17 @@ class RedisBackend:
         if self._async is None:
             raise CachifyInitError(f'pool {call.pool!r} is used from async code, but no async_client was given')
         try:
+            if self._async_cluster is not None:
+                await self._initialize_cluster(self._async_cluster)
             return await self._async[call.script](keys=call.keys, args=call.args)
         except RedisError as exc:
             raise CachifyBackendError(call.pool, f'{type(exc).__name__}: {exc}') from exc
+
+    async def _initialize_cluster(self, client: AsyncRedisCluster) -> None:
+        if not getattr(client, '_initialize', False):
+            return
+        if self._async_init_lock is None:
+            self._async_init_lock = asyncio.Lock()
+        async with self._async_init_lock:
+            if getattr(client, '_initialize', False):
+                await client.initialize()
