@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import sys
 import threading
 import time
 from typing import Any
@@ -83,10 +84,14 @@ async def test_tasks_never_exceed_max_size(cachify: Cachify) -> None:
     assert await p.asize() == 0
 
 
-def _process_worker(url: str, prefix: str, now: Any, peak: Any, entered: Any, lock: Any, stop_at: float) -> None:
+def _process_worker(
+    url: str, prefix: str, now: Any, peak: Any, entered: Any, lock: Any, stop_at: float, wait: bool = False
+) -> None:
     cachify = init_cachify(redis.Redis.from_url(url), prefix=prefix, is_global=False)
+    # Waiters must be woken by other processes' releases, not by the safety-net poll.
+    sys.modules['py_cachify.pool'].FALLBACK_POLL = 60.0  # type: ignore[attr-defined]
 
-    @cachify.pooled(key='procs', max_size=MAX, slot_exp=30)
+    @cachify.pooled(key='procs', max_size=MAX, slot_exp=30, nowait=not wait, timeout=30 if wait else None)
     def hold() -> None:
         with lock:
             now.value += 1
@@ -96,18 +101,23 @@ def _process_worker(url: str, prefix: str, now: Any, peak: Any, entered: Any, lo
         with lock:
             now.value -= 1
 
+    if wait:
+        for _ in range(10):
+            hold()
+        return
     while time.time() < stop_at:
         hold()
 
 
 @pytest.mark.slow
-def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize('wait', [False, True], ids=['nowait', 'waiting'])
+def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Redis, wait: bool) -> None:
     ctx = multiprocessing.get_context('spawn')
     lock = ctx.Lock()
     now, peak, entered = ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False)
     stop_at = time.time() + 3.0  # spawn start-up takes part of it
     procs = [
-        ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at))
+        ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at, wait))
         for _ in range(4)
     ]
     for proc in procs:
@@ -116,7 +126,8 @@ def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Red
         proc.join(30)
         assert proc.exitcode == 0
     assert peak.value == MAX
-    assert entered.value > 20
+    # Waiting workers each make exactly 10 calls: every one of them got its turn.
+    assert entered.value == 40 if wait else entered.value > 20
     assert redis_client.exists('{procs-procs-pool}:slots') == 0
 
 

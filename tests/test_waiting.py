@@ -272,6 +272,56 @@ class _ReplyLost:
         return reply
 
 
+class _Slow:
+    """A backend that runs `script` on the real store, then takes its time to answer."""
+
+    def __init__(self, inner: Any, script: str, before: bool = False) -> None:
+        self.inner, self.wakeups, self.script, self.before = inner, inner.wakeups, script, before
+
+    def run(self, call: Call) -> object:
+        return self.inner.run(call)
+
+    async def arun(self, call: Call) -> object:
+        if call.script == self.script and self.before:
+            await asyncio.sleep(0.3)
+        reply = await self.inner.arun(call)
+        if call.script == self.script and not self.before:
+            await asyncio.sleep(0.3)
+        return reply
+
+
+async def test_cancelled_while_the_acquire_reply_is_in_flight_gives_the_slot_back(cachify: Cachify) -> None:
+    settings = cachify.settings
+    slow = Settings(_Slow(settings.backend, 'acquire'), settings.prefix, 600)  # type: ignore[arg-type]
+    task = asyncio.create_task(pool('in-flight', max_size=1, settings=slow).__aenter__())
+    await asyncio.sleep(0.1)
+    assert await cachify.pool('in-flight', max_size=1).asize() == 1  # the acquire landed
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await cachify.pool('in-flight', max_size=1).asize() == 0
+
+
+async def test_a_release_cancelled_midway_still_completes(cachify: Cachify) -> None:
+    settings = cachify.settings
+    slow = Settings(_Slow(settings.backend, 'release', before=True), settings.prefix, 600)  # type: ignore[arg-type]
+    p = pool('shielded', max_size=1, settings=slow)
+    exiting = asyncio.Event()
+
+    async def body() -> None:
+        async with p:
+            exiting.set()
+
+    task = asyncio.create_task(body())
+    await exiting.wait()
+    await asyncio.sleep(0.05)  # now inside the (slow) release
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.5)
+    assert await p.asize() == 0
+
+
 async def test_an_acquire_whose_reply_is_lost_gives_its_slot_back(cachify: Cachify, api: Api) -> None:
     settings = cachify.settings
     lossy = Settings(_ReplyLost(settings.backend), settings.prefix, 600)  # type: ignore[arg-type]

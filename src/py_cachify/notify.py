@@ -87,6 +87,11 @@ class ThreadSubscriber:
         self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
+    def is_ready(self, channel: str) -> bool:
+        """Whether `channel` is subscribed already (asyncio callers skip a thread hop then)."""
+        ready = self._ready.get(channel)
+        return ready is not None and ready.is_set()
+
     def ensure(self, channel: str) -> None:
         """Return once `channel` is subscribed (or after a bounded wait)."""
         with self._lock:

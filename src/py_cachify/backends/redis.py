@@ -46,7 +46,8 @@ class RedisBackend:
     async def alisten(self, channel: str) -> None:
         """Subscribe to `channel` (once per process) before a waiter's next try."""
         if self._thread_subscriber is not None:
-            await asyncio.to_thread(self._thread_subscriber.ensure, channel)
+            if not self._thread_subscriber.is_ready(channel):
+                await asyncio.to_thread(self._thread_subscriber.ensure, channel)
         elif self._task_subscriber is not None:
             await self._task_subscriber.ensure(channel)
 
