@@ -237,16 +237,18 @@ class pool:
         settings = self._settings or current()
         backend, slot = settings.backend, new_slot_id()
         channel = pool_keys(settings.prefix + self._key).channel
-        woken = threading.Event()
+        woken: threading.Event | None = None  # made only if the pool is full: most takes never wait
         flow = self._acquire_flow(settings, slot)
         try:
             step = next(flow)
             while True:
                 if step is _LISTEN:
+                    woken = threading.Event()
                     backend.wakeups.add(channel, slot, woken.set)
                     backend.listen(channel)
                     reply = None
                 elif isinstance(step, _Wait):
+                    assert woken is not None
                     woken.wait(step.seconds)
                     woken.clear()  # before the next try: a release after it sets it again
                     reply = None
@@ -264,23 +266,26 @@ class pool:
                     backend.run(call)
             raise
         finally:
-            backend.wakeups.discard(channel, slot)
+            if woken is not None:
+                backend.wakeups.discard(channel, slot)
 
     async def _atake(self) -> _Lease:
         settings = self._settings or current()
         backend, slot = settings.backend, new_slot_id()
         channel = pool_keys(settings.prefix + self._key).channel
-        woken = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        woken: asyncio.Event | None = None
         flow = self._acquire_flow(settings, slot)
         try:
             step = next(flow)
             while True:
                 if step is _LISTEN:
-                    backend.wakeups.add(channel, slot, partial(loop.call_soon_threadsafe, woken.set))
+                    woken = asyncio.Event()
+                    wake = partial(asyncio.get_running_loop().call_soon_threadsafe, woken.set)
+                    backend.wakeups.add(channel, slot, wake)
                     await backend.alisten(channel)
                     reply = None
                 elif isinstance(step, _Wait):
+                    assert woken is not None
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(woken.wait(), step.seconds)
                     woken.clear()
@@ -301,7 +306,8 @@ class pool:
                     await asyncio.shield(backend.arun(call))
             raise
         finally:
-            backend.wakeups.discard(channel, slot)
+            if woken is not None:
+                backend.wakeups.discard(channel, slot)
 
     def _acquire_flow(self, settings: Settings, slot: str) -> Generator[_Step, object, None]:
         """The acquire rules, free of I/O: yields calls to run and waits; returns on success."""
