@@ -97,11 +97,13 @@ def _process_worker(
             now.value += 1
             entered.value += 1
             peak.value = max(peak.value, now.value)
-        time.sleep(0.002)
+        time.sleep(0.02 if wait else 0.002)
         with lock:
             now.value -= 1
 
     if wait:
+        # Start together (spawning is slow and staggered), then all 40 calls contend.
+        time.sleep(max(0.0, stop_at - 2.0 - time.time()))
         for _ in range(10):
             hold()
         return
@@ -115,7 +117,7 @@ def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Red
     ctx = multiprocessing.get_context('spawn')
     lock = ctx.Lock()
     now, peak, entered = ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False)
-    stop_at = time.time() + 3.0  # spawn start-up takes part of it
+    stop_at = time.time() + 4.0  # spawn start-up takes part of it
     procs = [
         ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at, wait))
         for _ in range(4)

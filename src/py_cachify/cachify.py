@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
 from .decorators import PooledDecorator, pooled
 from .ops import UNSET, SlotExp, UnsetType, validate_slot_exp
-from .pool import pool
+from .pool import PoolOptions, pool
 from .settings import Settings, install
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ['Cachify', 'init_cachify']
 
@@ -37,29 +40,10 @@ class Cachify:
         self.settings = Settings(backend=backend, prefix=prefix, default_slot_exp=default_pool_slot_expiration)
 
     def pool(
-        self,
-        key: str,
-        max_size: int,
-        slot_exp: SlotExp | UnsetType = UNSET,
-        *,
-        nowait: bool = True,
-        timeout: float | None = None,
-        fair: bool = False,
-        auto_renew: bool = False,
-        on_lost: Callable[[str], Any] | None = None,
+        self, key: str, max_size: int, slot_exp: SlotExp | UnsetType = UNSET, **options: Unpack[PoolOptions]
     ) -> pool:
         """A `pool` on this instance's client; see `py_cachify.pool`."""
-        return pool(
-            key,
-            max_size,
-            slot_exp,
-            nowait=nowait,
-            timeout=timeout,
-            fair=fair,
-            auto_renew=auto_renew,
-            on_lost=on_lost,
-            settings=self.settings,
-        )
+        return pool(key, max_size, slot_exp, settings=self.settings, **options)
 
     def pooled(
         self,
@@ -68,27 +52,10 @@ class Cachify:
         on_full: Callable[..., Any] | None = None,
         raise_on_full: bool = False,
         slot_exp: SlotExp | UnsetType = UNSET,
-        *,
-        nowait: bool = True,
-        timeout: float | None = None,
-        fair: bool = False,
-        auto_renew: bool = False,
-        on_lost: Callable[[str], Any] | None = None,
+        **options: Unpack[PoolOptions],
     ) -> PooledDecorator:
         """`pooled` on this instance's client; see `py_cachify.pooled`."""
-        return pooled(
-            key,
-            max_size,
-            on_full,
-            raise_on_full,
-            slot_exp,
-            nowait=nowait,
-            timeout=timeout,
-            fair=fair,
-            auto_renew=auto_renew,
-            on_lost=on_lost,
-            settings=self.settings,
-        )
+        return pooled(key, max_size, on_full, raise_on_full, slot_exp, settings=self.settings, **options)
 
 
 def init_cachify(

@@ -14,7 +14,9 @@ from .errors import CachifyPoolFullError
 from .ops import UNSET, SlotExp, UnsetType
 
 if TYPE_CHECKING:
-    from .pool import pool
+    from typing_extensions import Unpack
+
+    from .pool import PoolOptions, pool
     from .settings import Settings
 
 __all__ = ['AsyncPooled', 'PooledDecorator', 'SyncPooled', 'decorator', 'pooled']
@@ -66,12 +68,8 @@ def pooled(
     raise_on_full: bool = False,
     slot_exp: SlotExp | UnsetType = UNSET,
     *,
-    nowait: bool = True,
-    timeout: float | None = None,
-    fair: bool = False,
-    auto_renew: bool = False,
-    on_lost: Callable[[str], Any] | None = None,
     settings: Settings | None = None,
+    **options: Unpack[PoolOptions],
 ) -> PooledDecorator:
     """Decorate a sync or async function so each call holds a slot of a pool.
 
@@ -87,23 +85,17 @@ def pooled(
     """
     from .pool import pool
 
-    options: dict[str, Any] = {
-        'nowait': nowait,
-        'timeout': timeout,
-        'fair': fair,
-        'auto_renew': auto_renew,
-        'on_lost': on_lost,
-        'settings': settings,
-    }
-    pool(key, max_size, slot_exp, **options)  # validates every argument, before any call
+    pool(key, max_size, slot_exp, settings=settings, **options)  # validates every argument, before any call
 
     def decorate(func: Callable[..., Any]) -> Any:
         template = _KeyTemplate(key, func)
         if template.constant:
-            shared = pool(f'{key}-pool', max_size, slot_exp, **options)
+            shared = pool(f'{key}-pool', max_size, slot_exp, settings=settings, **options)
             return decorator(lambda args, kwargs: shared, on_full, raise_on_full)(func)
         return decorator(
-            lambda args, kwargs: pool(f'{template.format(args, kwargs)}-pool', max_size, slot_exp, **options),
+            lambda args, kwargs: pool(
+                f'{template.format(args, kwargs)}-pool', max_size, slot_exp, settings=settings, **options
+            ),
             on_full,
             raise_on_full,
         )(func)

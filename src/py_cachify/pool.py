@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from .errors import CachifyPoolFullError
 from .ops import (
@@ -49,11 +49,22 @@ if TYPE_CHECKING:
     from .backends import Backend
     from .decorators import PooledDecorator
 
-__all__ = ['pool']
+__all__ = ['PoolOptions', 'pool']
 
 log = logging.getLogger('py_cachify')
 
 OnLost = Callable[[str], Any]
+
+
+class PoolOptions(TypedDict, total=False):
+    """How a pool waits and keeps its slots; every maker of pools takes these keywords."""
+
+    nowait: bool
+    timeout: float | None
+    fair: bool
+    auto_renew: bool
+    on_lost: OnLost | None
+
 
 # Auto-renewal extends a slot after this fraction of its lifetime has passed.
 RENEW_FRACTION = 1 / 3
