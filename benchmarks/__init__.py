@@ -1,0 +1,1 @@
+"""Benchmarks: py_cachify's pools against py-cachify 3.1.0 and against Redis itself; see README.md."""

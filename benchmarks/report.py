@@ -1,0 +1,224 @@
+"""Medians over rounds, ratios, floor fractions, and the one table the runner prints."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ['ROWS', 'WAITING', 'Row', 'SideRuns', 'render_markdown', 'table']
+
+Better = Literal['higher', 'lower']
+
+WAITING = {
+    'status': 'not implemented yet',
+    'why': (
+        'scenario 9 (release-to-new-holder latency p50/p99 and Redis commands per waited acquire, against a '
+        'polling loop) is not written yet; nothing is measured or estimated for it'
+    ),
+}
+
+
+@dataclass
+class SideRuns:
+    """Every round of one scenario on one side."""
+
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    na: dict[str, str] = field(default_factory=dict)
+    info: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, output: dict[str, Any]) -> None:
+        self.rounds.append(output['metrics'])
+        self.na.update(output['na'])
+        self.info.append(output['info'])
+        self.identity = output['identity']
+
+    def medians(self) -> dict[str, float]:
+        names = {name for metrics in self.rounds for name in metrics}
+        return {
+            name: statistics.median(metrics[name] for metrics in self.rounds if name in metrics)
+            for name in sorted(names)
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            'median': self.medians(),
+            'rounds': self.rounds,
+            'na': self.na,
+            'info': self.info,
+            'errors': self.errors,
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    metric: str
+    label: str
+    unit: str
+    better: Better | None  # None: a bound that must hold, not something to rank
+    # The figure as a fraction of floor/round trips, a metric of the same scenario: the
+    # scenario times its own floor in the same process, in slices alternating with the figure.
+    fraction: str | None = None
+
+
+def _rows() -> list[Row]:
+    rows: list[Row] = []
+    for mode in ('sync', 'async'):
+        rows += [
+            Row(
+                'sequential', f'{mode}.per_s', f'Sequential enter+exit, {mode}', 'pairs/s', 'higher', f'{mode}.of_floor'
+            ),
+            Row('sequential', f'{mode}.p50_us', f'Sequential enter+exit, {mode}: p50', 'µs', 'lower'),
+            Row('sequential', f'{mode}.p99_us', f'Sequential enter+exit, {mode}: p99', 'µs', 'lower'),
+        ]
+    for mode in ('sync', 'async'):
+        for op, name in (('ping', 'PING'), ('evalsha', 'EVALSHA `return 1`')):
+            rows.append(Row('floor', f'{mode}.{op}.per_s', f'Floor: bare {name}, {mode}', 'calls/s', 'higher'))
+    rows += [
+        Row('requests', 'sync.pair.requests', 'Requests sent per enter+exit pair, sync', 'requests', 'lower'),
+        Row('requests', 'sync.pair.round_trips', 'Round trips per enter+exit pair, sync', 'round trips', 'lower'),
+        Row('requests', 'async.pair.requests', 'Requests sent per enter+exit pair, async', 'requests', 'lower'),
+        Row('requests', 'sync.size.requests', 'Requests sent per size(), sync', 'requests', 'lower'),
+        Row('requests', 'async.size.requests', 'Requests sent per asize(), async', 'requests', 'lower'),
+        Row(
+            'requests',
+            'sync.pair.server_commands',
+            'Commands Redis runs per pair (incl. in scripts)',
+            'commands',
+            'lower',
+        ),
+        Row('requests', 'sync.pair.server_cpu_us', 'Redis server CPU per pair', 'µs', 'lower'),
+        Row('contention', 'enters_per_s', 'Contention, 64 tasks / pool of 8: enters', 'enters/s', 'higher'),
+        Row('contention', 'max_inside', 'Contention: most inside at once (must reach 8)', 'holders', None),
+        Row('contention', 'avg_inside', 'Contention: average inside (time-weighted)', 'holders', 'higher'),
+        Row('contention', 'avg_releasing', 'Contention: average in exit, release not returned yet', 'holders', 'lower'),
+        Row('contention', 'full_while_free', 'Contention: "full" answers while slots were free', 'answers', 'lower'),
+        Row('contention', 'wait_p50_ms', 'Contention: wait to enter, p50', 'ms', 'lower'),
+        Row('contention', 'wait_p99_ms', 'Contention: wait to enter, p99', 'ms', 'lower'),
+        Row('contention', 'errors', 'Contention: errors other than "full"', 'errors', 'lower'),
+        Row('processes', 'enters_per_s', '4 processes / pool of 2: enters', 'enters/s', 'higher'),
+        Row('processes', 'max_holders', '4 processes: most holders seen (must stay <= 2)', 'holders', None),
+    ]
+    for n in (10, 1000, 100_000):
+        rows.append(Row('scale', f'live{n}.acquire_p50_us', f'Acquire with {n:,} live slots: p50', 'µs', 'lower'))
+    for n in (100, 1000, 100_000):
+        rows.append(Row('scale', f'expired{n}.acquire_us', f'Acquire purging {n:,} expired slots', 'µs', 'lower'))
+    for n in (10, 1000, 100_000):
+        rows.append(Row('scale', f'live{n}.bytes_per_slot', f'Redis memory per slot, {n:,} slots', 'bytes', 'lower'))
+    for mode, call in (('sync', 'size()'), ('async', 'asize()')):
+        rows.append(
+            Row(
+                'size',
+                f'{mode}.per_s',
+                f'{call} with 100 live slots',
+                'calls/s',
+                'higher',
+                f'{mode}.of_floor',
+            )
+        )
+    for mode in ('sync', 'async'):
+        rows.append(Row('embedded', f'{mode}.per_s', f'Embedded default (no Redis), {mode}', 'pairs/s', 'higher'))
+    return rows
+
+
+ROWS = _rows()
+
+
+def ratio(ours: float | None, baseline: float | None, better: Better | None) -> float | None:
+    """How many times better ours is (> 1: ours is better), whichever way "better" points."""
+    if better is None or ours is None or baseline is None or ours == 0 or baseline == 0:
+        return None
+    return ours / baseline if better == 'higher' else baseline / ours
+
+
+def table(results: dict[str, dict[str, SideRuns]]) -> list[dict[str, Any]]:
+    """One entry per row that either side measured or marked N/A."""
+    entries: list[dict[str, Any]] = []
+    medians = {scenario: {side: runs.medians() for side, runs in sides.items()} for scenario, sides in results.items()}
+    for row in ROWS:
+        sides = results.get(row.scenario, {})
+        cells: dict[str, Any] = {}
+        for side, runs in sides.items():
+            value = medians[row.scenario][side].get(row.metric)
+            cells[side] = {
+                'value': value,
+                'na': runs.na.get(row.metric) if value is None else None,
+                'error': '; '.join(runs.errors) if value is None and runs.errors else None,
+                'floor_fraction': medians[row.scenario][side].get(row.fraction) if row.fraction else None,
+            }
+        if not any(c['value'] is not None or c['na'] or c['error'] for c in cells.values()):
+            continue
+        ours, base = (cells.get(side, {}).get('value') for side in ('ours', 'baseline'))
+        entries.append(
+            {
+                'scenario': row.scenario,
+                'metric': row.metric,
+                'label': row.label,
+                'unit': row.unit,
+                'better': row.better,
+                'ours': cells.get('ours'),
+                'baseline': cells.get('baseline'),
+                'advantage': ratio(ours, base, row.better),
+            }
+        )
+    return entries
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return ''
+    if abs(value) >= 1000:
+        return f'{value:,.0f}'
+    if abs(value) >= 100 or value == int(value):
+        return f'{value:.0f}'
+    return f'{value:.3g}' if abs(value) < 10 else f'{value:.1f}'
+
+
+def _cell(cell: dict[str, Any] | None) -> str:
+    if cell is None:
+        return 'not run'
+    if cell['value'] is not None:
+        return fmt(cell['value'])
+    return 'error' if cell['error'] else 'N/A'
+
+
+def _fraction(cell: dict[str, Any] | None) -> str:
+    if cell is None or cell['floor_fraction'] is None:
+        return ''
+    return f'{cell["floor_fraction"]:.2f}'
+
+
+def render_markdown(entries: list[dict[str, Any]], waiting: bool = True) -> str:
+    """The table as Markdown: readable in a terminal, pasteable into the README as is."""
+    lines = [
+        '| Figure | Unit | ours | py-cachify 3.1.0 | ours vs 3.1.0 | ours of floor | 3.1.0 of floor |',
+        '| --- | --- | ---: | ---: | ---: | ---: | ---: |',
+    ]
+    for e in entries:
+        advantage = f'{e["advantage"]:.2f}x' if e['advantage'] is not None else ''
+        cells = (
+            e['label'],
+            e['unit'],
+            _cell(e['ours']),
+            _cell(e['baseline']),
+            advantage,
+            _fraction(e['ours']),
+            _fraction(e['baseline']),
+        )
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    if waiting:
+        lines.append(
+            f'| Waiting: release-to-new-holder latency, commands per waited acquire | | {WAITING["status"]} |||||'
+        )
+    notes = sorted(
+        {
+            f'{e["label"]}: {side} N/A: {e[side]["na"]}'
+            for e in entries
+            for side in ('ours', 'baseline')
+            if e[side] and e[side]['na']
+        }
+    )
+    return '\n'.join(lines + ([''] + [f'- {note}' for note in notes] if notes else []))
