@@ -30,9 +30,13 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if now <= 0 then return {-1, 0, -1} end
 
-redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
-local live = redis.call('ZCARD', slots)
-if redis.call('ZSCORE', slots, slot) then return {2, live, -1} end
+-- Purge at most 100 expired slots per call, so a large backlog (a crashed fleet's
+-- slots) never blocks Redis for long; live slots are counted by expiry, not by ZCARD.
+local expired = redis.call('ZRANGEBYSCORE', slots, '-inf', now, 'LIMIT', 0, 100)
+if #expired > 0 then redis.call('ZREM', slots, unpack(expired)) end
+local live = redis.call('ZCOUNT', slots, '(' .. now, '+inf')
+local held = redis.call('ZSCORE', slots, slot)
+if held and (held == 'inf' or tonumber(held) > now) then return {2, live, -1} end
 
 -- Waiters whose lease ran out have died or given up: they lose their place.
 for _, gone in ipairs(redis.call('ZRANGEBYSCORE', leases, '-inf', now)) do
@@ -67,7 +71,7 @@ if wants_queue then
   redis.call('PEXPIRE', queue, lease)
   redis.call('PEXPIRE', leases, lease)
 end
-local nearest = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')[2]
+local nearest = redis.call('ZRANGEBYSCORE', slots, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
 local wait = -1
 if nearest and nearest ~= 'inf' then wait = tonumber(nearest) - now end
 return {0, live, wait}

@@ -24,7 +24,10 @@ if redis.call('PTTL', slots) == -1 then
 end
 
 -- Waiters at positions below `free` could already go; the one at free - 1 is owed this slot.
-local free = tonumber(ARGV[2]) - redis.call('ZCARD', slots)
+-- Live slots are counted by expiry: acquire purges expired ones only a batch at a time.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local free = tonumber(ARGV[2]) - redis.call('ZCOUNT', slots, '(' .. now, '+inf')
 local owed = ''
 if free >= 1 then owed = redis.call('ZRANGE', queue, free - 1, free - 1)[1] or '' end
 redis.call('PUBLISH', ARGV[3], owed)

@@ -116,3 +116,19 @@ def test_an_acquire_resent_with_the_same_slot_id_counts_once(redis_client: redis
         assert redis_client.zcard(key) == 1
     finally:
         redis_client.delete(key)
+
+
+def test_a_large_expired_backlog_is_purged_in_bounded_batches(cachify: Cachify, redis_client: redis.Redis) -> None:
+    # 250 slots of a crashed fleet, long expired: an acquire must neither count them nor
+    # stall Redis removing them all at once.
+    key = '{model-backlog}:slots'
+    redis_client.zadd(key, {f'dead-{i}': 1_000 + i for i in range(250)})
+    p = cachify.pool('backlog', max_size=1, slot_exp=30)
+    with p:
+        assert p.size() == 1
+        assert redis_client.zcard(key) == 250 - 100 + 1
+        assert redis_client.pttl(key) > 29_000
+    with p:
+        assert redis_client.zcard(key) == 250 - 200 + 1
+    assert p.purge() == 50
+    assert redis_client.exists(key) == 0
