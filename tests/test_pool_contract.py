@@ -174,3 +174,30 @@ async def test_an_acquire_resent_with_the_same_slot_id_counts_once(cachify: Cach
     assert count(backend.run(size_call(prefix, 'resent')), call) == 1
     assert flag(backend.run(release_call(prefix, 'resent', 'slot-a', 2)), call)
     assert not flag(backend.run(release_call(prefix, 'resent', 'slot-a', 2)), call)
+
+
+async def test_a_cancelled_async_with_is_cancelled_and_keeps_no_slot(cachify: Cachify) -> None:
+    # Cancel tasks at every point of their `async with`: each accepted cancellation must
+    # surface as CancelledError (redis-py 8.1 can swallow one that lands mid-command), and
+    # no slot may stay behind.
+    p = cachify.pool('cancel-points', max_size=100)
+
+    async def body() -> None:
+        async with p:
+            await asyncio.sleep(0)
+
+    swallowed = []
+    for point in range(40):
+        task = asyncio.create_task(body())
+        for _ in range(point % 8):
+            await asyncio.sleep(0)
+        accepted = task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            continue
+        if accepted:
+            swallowed.append(point)
+    assert swallowed == []
+    await asyncio.sleep(0.05)  # shielded releases finish in the background
+    assert await p.asize() == 0

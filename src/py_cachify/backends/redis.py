@@ -64,12 +64,18 @@ class RedisBackend:
         """Run `call` on the asyncio client."""
         if self._async is None:
             raise CachifyInitError(f'pool {call.pool!r} is used from async code, but no async_client was given')
+        cancels = _cancel_requests()
         try:
             if self._async_cluster is not None:
                 await self._initialize_cluster(self._async_cluster)
-            return await self._async[call.script](keys=call.keys, args=call.args)
+            reply = await self._async[call.script](keys=call.keys, args=call.args)
         except RedisError as exc:
             raise CachifyBackendError(call.pool, f'{type(exc).__name__}: {exc}') from exc
+        if _cancel_requests() > cancels:
+            # redis-py's asyncio client can swallow a cancellation that lands mid-command
+            # (seen with 8.1); honour it here, so a cancelled acquire gives its slot back.
+            raise asyncio.CancelledError
+        return reply
 
     async def _initialize_cluster(self, client: AsyncRedisCluster) -> None:
         if not getattr(client, '_initialize', False):
@@ -79,3 +85,9 @@ class RedisBackend:
         async with self._async_init_lock:
             if getattr(client, '_initialize', False):
                 await client.initialize()
+
+
+def _cancel_requests() -> int:
+    """How many cancellations the running task has been asked for (0 before Python 3.11)."""
+    cancelling = getattr(asyncio.current_task(), 'cancelling', None)
+    return cancelling() if cancelling is not None else 0
