@@ -7,6 +7,7 @@ same raw reply, and the functions below turn it into a result or an exception, o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -157,6 +158,7 @@ def ttl_ms(slot_exp: SlotExp) -> int:
     return max(1, round(slot_exp * 1000))
 
 
+@functools.lru_cache(maxsize=4096)  # every call of a pool needs them: build them once
 def pool_keys(name: str) -> PoolKeys:
     """The Redis keys of the pool called `name` (the prefix included).
 

@@ -74,7 +74,7 @@ class MemoryBackend:
         live_slots = self._purged(slots, now)
         if slot in live_slots:
             return [2, len(live_slots), -1], None
-        waiting, lapsing = self._zset(queue), self._zset(leases)
+        waiting, lapsing = self._zsets.get(queue, {}), self._zsets.get(leases, {})
         for gone in [s for s, until in lapsing.items() if until <= now]:
             waiting.pop(gone, None)
             lapsing.pop(gone, None)
@@ -82,15 +82,16 @@ class MemoryBackend:
         rank = sorted(waiting, key=waiting.__getitem__).index(slot) if slot in waiting else None
         ahead = len(waiting) if rank is None else rank
         if ahead < free:
-            waiting.pop(slot, None)
-            lapsing.pop(slot, None)
+            if rank is not None:
+                waiting.pop(slot)
+                lapsing.pop(slot, None)
             expiry = now + int(ttl) if int(ttl) else _INF
             live_slots[slot] = expiry
             self._raise_expiry(slots, expiry)
             return [1, len(live_slots), -1], None
         if int(wants_queue):
-            waiting.setdefault(slot, now_us)
-            lapsing[slot] = now + int(lease)
+            self._zset(queue).setdefault(slot, now_us)
+            self._zset(leases)[slot] = now + int(lease)
             self._expiry[queue] = self._expiry[leases] = now + int(lease)
         nearest = min(live_slots.values(), default=_INF)
         return [0, len(live_slots), -1 if nearest == _INF else int(nearest - now)], None
