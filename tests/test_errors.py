@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 import redis.asyncio
@@ -160,3 +161,12 @@ def test_exiting_more_than_entering_is_a_bug_report() -> None:
     p = init_cachify(is_global=False).pool('k', max_size=1)
     with pytest.raises(RuntimeError, match='not held here'):
         p.__exit__(None, None, None)
+
+
+def test_the_lua_scripts_refuse_a_server_clock_that_reads_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # fakeredis answers TIME from this process's clock: set it to 0 to play a broken server.
+    p = init_cachify(fakeredis.FakeRedis(), is_global=False).pool('k', max_size=1)
+    monkeypatch.setattr('time.time', lambda: 0.0)
+    for attempt in (p.__enter__, p.size, p.holders, p.purge):
+        with pytest.raises(CachifyBackendError, match='clock'):
+            attempt()
