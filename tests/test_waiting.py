@@ -217,6 +217,19 @@ async def test_auto_renew_reports_a_lost_slot_to_on_lost(cachify: Cachify, api: 
     assert lost == ['stolen']
 
 
+@pytest.mark.parametrize('backend', ['memory', 'redis'])
+def test_auto_renew_without_on_lost_logs_a_lost_slot(cachify: Cachify, caplog: pytest.LogCaptureFixture) -> None:
+    p = cachify.pool('stolen-quietly', max_size=1, slot_exp=0.3, auto_renew=True)
+    with caplog.at_level(logging.WARNING, logger='py_cachify'), p:
+        [slot] = p.holders()
+        cachify.settings.backend.run(_release(cachify.settings, 'stolen-quietly', slot))
+        for _ in range(50):
+            if 'lost the slot' in caplog.text:
+                break
+            time.sleep(0.02)
+    assert "lost the slot of pool 'stolen-quietly'" in caplog.text
+
+
 def _release(settings: Settings, key: str, slot: str) -> Call:
     from py_cachify.ops import release_call
 
