@@ -6,17 +6,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ['ROWS', 'WAITING', 'Row', 'SideRuns', 'render_markdown', 'table']
+__all__ = ['ROWS', 'Row', 'SideRuns', 'render_markdown', 'table']
 
 Better = Literal['higher', 'lower']
-
-WAITING = {
-    'status': 'not implemented yet',
-    'why': (
-        'scenario 9 (release-to-new-holder latency p50/p99 and Redis commands per waited acquire, against a '
-        'polling loop) is not written yet; nothing is measured or estimated for it'
-    ),
-}
 
 
 @dataclass
@@ -62,6 +54,12 @@ class Row:
     # The figure as a fraction of floor/round trips, a metric of the same scenario: the
     # scenario times its own floor in the same process, in slices alternating with the figure.
     fraction: str | None = None
+    # The baseline's figure when it is another metric than ours: ours waiting for a slot set
+    # against 3.1.0's polling loop, since 3.1.0 cannot wait.
+    baseline_metric: str | None = None
+
+    def metric_for(self, side: str) -> str:
+        return self.baseline_metric if side == 'baseline' and self.baseline_metric else self.metric
 
 
 def _rows() -> list[Row]:
@@ -105,7 +103,7 @@ def _rows() -> list[Row]:
     for n in (10, 1000, 100_000):
         rows.append(Row('scale', f'live{n}.acquire_p50_us', f'Acquire with {n:,} live slots: p50', 'µs', 'lower'))
     for n in (100, 1000, 100_000):
-        rows.append(Row('scale', f'expired{n}.acquire_us', f'Acquire purging {n:,} expired slots', 'µs', 'lower'))
+        rows.append(Row('scale', f'expired{n}.acquire_us', f'Acquire after {n:,} slots expired', 'µs', 'lower'))
     for n in (10, 1000, 100_000):
         rows.append(Row('scale', f'live{n}.bytes_per_slot', f'Redis memory per slot, {n:,} slots', 'bytes', 'lower'))
     for mode, call in (('sync', 'size()'), ('async', 'asize()')):
@@ -121,6 +119,114 @@ def _rows() -> list[Row]:
         )
     for mode in ('sync', 'async'):
         rows.append(Row('embedded', f'{mode}.per_s', f'Embedded default (no Redis), {mode}', 'pairs/s', 'higher'))
+    return rows + _waiting_rows()
+
+
+# The polling interval is POLL_S, and the long wait LONG_HOLD_S, in scenarios.py.
+WAITS = 'ours waits, 3.1.0 polls 10 ms'
+POLLS = 'both poll 10 ms'
+
+
+def _waiting_rows() -> list[Row]:
+    """Scenario 9. `x.wait` is ours with nowait=False; `x.poll` a 10 ms polling loop on either side."""
+    rows: list[Row] = []
+    setups = (
+        ('proc', '2 processes'),
+        ('thread', '2 threads'),
+        ('async', '2 asyncio tasks'),
+        ('async', '2 asyncio tasks, sync client too'),
+    )
+    for setup, name in setups:
+        ours = 'async.wait_thread' if name.endswith('too') else f'{setup}.wait'
+        for q in ('p50', 'p99'):
+            label, theirs = f'Hand-over, {name}: {q} ({WAITS})', f'{setup}.poll.{q}_ms'
+            rows.append(Row('waiting', f'{ours}.{q}_ms', label, 'ms', 'lower', baseline_metric=theirs))
+    for q in ('p50', 'p99'):
+        rows.append(
+            Row('waiting', f'proc.fair.{q}_ms', f'Hand-over, 2 processes, fair=True: {q} (ours waits)', 'ms', 'lower')
+        )
+    for setup, name in (('proc', '2 processes'), ('async', '2 asyncio tasks')):
+        for q in ('p50', 'p99'):
+            rows.append(Row('waiting', f'{setup}.poll.{q}_ms', f'Hand-over, {name}: {q} ({POLLS})', 'ms', 'lower'))
+    rows += [
+        Row(
+            'waiting',
+            'proc.wait.sent_p99_ms',
+            f'Release sent to new holder, 2 processes: p99 ({WAITS})',
+            'ms',
+            'lower',
+            baseline_metric='proc.poll.sent_p99_ms',
+        ),
+        Row(
+            'waiting',
+            'proc.wait.requests',
+            f'Requests sent per waited acquire, 2 processes ({WAITS})',
+            'requests',
+            'lower',
+            baseline_metric='proc.poll.requests',
+        ),
+        Row(
+            'waiting',
+            'proc.poll.requests',
+            f'Requests sent per waited acquire, 2 processes ({POLLS})',
+            'requests',
+            'lower',
+        ),
+        Row(
+            'waiting',
+            'async.wait.requests',
+            f'Requests sent per waited acquire, 2 asyncio tasks ({WAITS})',
+            'requests',
+            'lower',
+            baseline_metric='async.poll.requests',
+        ),
+        Row(
+            'waiting',
+            'long.wait.requests',
+            f'Requests sent per acquire that waited 1.5 s ({WAITS})',
+            'requests',
+            'lower',
+            baseline_metric='long.poll.requests',
+        ),
+        Row(
+            'waiting',
+            'long.poll.requests',
+            f'Requests sent per acquire that waited 1.5 s ({POLLS})',
+            'requests',
+            'lower',
+        ),
+        Row(
+            'waiting',
+            'proc.wait.server_commands',
+            f'Commands Redis runs per hand-over cycle, 2 processes ({WAITS})',
+            'commands',
+            'lower',
+            baseline_metric='proc.poll.server_commands',
+        ),
+        Row(
+            'waiting',
+            'proc.poll.server_commands',
+            f'Commands Redis runs per hand-over cycle, 2 processes ({POLLS})',
+            'commands',
+            'lower',
+        ),
+        Row(
+            'waiting',
+            'proc.wait.server_cpu_us',
+            f'Redis server CPU per hand-over cycle, 2 processes ({WAITS})',
+            'µs',
+            'lower',
+            baseline_metric='proc.poll.server_cpu_us',
+        ),
+        Row(
+            'waiting',
+            'long.wait.server_commands',
+            f'Commands Redis runs per hand-over cycle with a 1.5 s wait ({WAITS})',
+            'commands',
+            'lower',
+            baseline_metric='long.poll.server_commands',
+        ),
+    ]
     return rows
 
 
@@ -142,10 +248,12 @@ def table(results: dict[str, dict[str, SideRuns]]) -> list[dict[str, Any]]:
         sides = results.get(row.scenario, {})
         cells: dict[str, Any] = {}
         for side, runs in sides.items():
-            value = medians[row.scenario][side].get(row.metric)
+            metric = row.metric_for(side)
+            value = medians[row.scenario][side].get(metric)
             cells[side] = {
+                'metric': metric,
                 'value': value,
-                'na': runs.na.get(row.metric) if value is None else None,
+                'na': runs.na.get(metric) if value is None else None,
                 'error': '; '.join(runs.errors) if value is None and runs.errors else None,
                 'floor_fraction': medians[row.scenario][side].get(row.fraction) if row.fraction else None,
             }
@@ -191,7 +299,7 @@ def _fraction(cell: dict[str, Any] | None) -> str:
     return f'{cell["floor_fraction"]:.2f}'
 
 
-def render_markdown(entries: list[dict[str, Any]], waiting: bool = True) -> str:
+def render_markdown(entries: list[dict[str, Any]]) -> str:
     """The table as Markdown: readable in a terminal, pasteable into the README as is."""
     lines = [
         '| Figure | Unit | ours | py-cachify 3.1.0 | ours vs 3.1.0 | ours of floor | 3.1.0 of floor |',
@@ -209,10 +317,6 @@ def render_markdown(entries: list[dict[str, Any]], waiting: bool = True) -> str:
             _fraction(e['baseline']),
         )
         lines.append('| ' + ' | '.join(cells) + ' |')
-    if waiting:
-        lines.append(
-            f'| Waiting: release-to-new-holder latency, commands per waited acquire | | {WAITING["status"]} |||||'
-        )
     notes = sorted(
         {
             f'{e["label"]}: {side} N/A: {e[side]["na"]}'

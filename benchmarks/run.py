@@ -1,7 +1,7 @@
 """Run every scenario for ours and for py-cachify 3.1.0, interleaved, and print one table.
 
-    python -m benchmarks                          # full run: 5 rounds, about 3.5 minutes on 2 cores
-    python -m benchmarks --quick --json out.json  # a few seconds, to check it works
+    python -m benchmarks                          # full run: 5 rounds, about 5 minutes on 2 cores
+    python -m benchmarks --quick --json out.json  # about 15 seconds, to check it works
 
 Starts its own redis-server on a free loopback port unless --redis-url is given, and makes
 benchmarks/.baseline-venv (py-cachify 3.1.0) on first use. Each scenario runs in a fresh
@@ -35,14 +35,13 @@ if str(REPO) not in sys.path:
 import redis  # noqa: E402
 
 from benchmarks.baseline import BASELINE, VENV, BaselineUnavailable, ensure_baseline  # noqa: E402
-from benchmarks.report import WAITING, SideRuns, render_markdown, table  # noqa: E402
+from benchmarks.report import SideRuns, render_markdown, table  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 __all__ = ['SCENARIOS', 'main']
 
 SCENARIO_SCRIPT = REPO / 'benchmarks' / 'scenarios.py'
 SCENARIOS = ('sequential', 'floor', 'requests', 'contention', 'processes', 'scale', 'size', 'embedded', 'waiting')
-PLACEHOLDERS = {'waiting': WAITING}  # scenarios with nothing to measure yet: reported, never faked
 SCENARIO_TIMEOUT_S = 300  # the slowest full scenario takes about 15 s
 
 
@@ -214,7 +213,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog='python -m benchmarks', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument('--quick', action='store_true', help='a few seconds: tiny loops, one round, smaller pools')
+    parser.add_argument('--quick', action='store_true', help='about 15 s: tiny loops, one round, smaller pools')
     parser.add_argument('--json', type=Path, metavar='PATH', help='also write every figure and the machine here')
     parser.add_argument('--redis-url', help='use this Redis instead of starting one (server CPU figures need it idle)')
     parser.add_argument('--rounds', type=int, help='rounds per side and scenario (default 5, or 1 with --quick)')
@@ -243,18 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         except BaselineUnavailable as exc:
             log(f'cannot make the baseline venv ({exc}); run with --no-baseline to measure ours alone')
             return 2
-    measured = [name for name in args.scenarios if name not in PLACEHOLDERS]
     with redis_server(args.redis_url) as (url, server_binary):
         where = machine(url, server_binary)
         try:
-            results = run_all(sides, measured, url, args.rounds, args.quick)
+            results = run_all(sides, args.scenarios, url, args.rounds, args.quick)
         except WrongPackage as exc:
             log(str(exc))
             return 2
     where['load_average_at_end'] = load_average()
     entries = table(results)
     print(header(where, command, args))
-    print(render_markdown(entries, waiting='waiting' in args.scenarios))
+    print(render_markdown(entries))
     if args.json:
         args.json.write_text(json.dumps(report(where, command, args, results, entries), indent=2) + '\n')
         log(f'wrote {args.json}')
@@ -284,7 +282,6 @@ def report(
     scenarios: dict[str, Any] = {
         scenario: {side: runs.to_json() for side, runs in sides.items()} for scenario, sides in results.items()
     }
-    scenarios.update({name: PLACEHOLDERS[name] for name in args.scenarios if name in PLACEHOLDERS})
     identities = {side: runs.identity for sides in results.values() for side, runs in sides.items() if runs.identity}
     return {
         'command': command,

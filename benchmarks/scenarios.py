@@ -17,12 +17,16 @@ import json
 import math
 import multiprocessing
 import os
+import queue
+import random
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +47,10 @@ PROCESSES, PROCESS_POOL = 4, 2  # fewer slots than processes, so the cap is actu
 HOLD_S = 0.001  # simulated work inside the pool
 RETRY_S = 0.001  # pause after a "full" answer before trying again
 GRACE_S = 15.0  # a 3.1.0 worker may block 5 s on its meta-lock in acquire and again in release
+
+# Waiting (scenario 9): hand-overs per variant, and the one long wait.
+HAND_OVERS = 100  # p99 is then the second-slowest hand-over of a round
+LONG_HOLD_S = 1.5
 
 # Scale (scenario 6). Pools this size are filled through the public API on both sides.
 API_FILL_LIMIT = 1000
@@ -344,10 +352,14 @@ class WireCounter:
     pipelines alike), so wrapping it sees exactly what leaves the client: each call is one
     write, i.e. one round trip, and each RESP array in it is one request. Commands that a Lua
     script runs inside Redis never cross the wire and are not counted here.
+
+    `only`, if set, is asked at each write: False leaves that write out (scenario 9 counts
+    the waiter's requests, not those of the holder in the same process).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, only: Callable[[], bool] | None = None) -> None:
         self.active = False
+        self.only = only
         self.writes = 0
         self.commands: Counter[str] = Counter()
 
@@ -376,7 +388,7 @@ class WireCounter:
         setattr(cls, 'send_packed_command', send_packed_command)  # noqa: B010 - patching a method
 
     def note(self, packed: Any) -> None:
-        if self.active:
+        if self.active and (self.only is None or self.only()):
             self.writes += 1
             self.commands.update(command_names(as_bytes(packed)))
 
@@ -450,10 +462,10 @@ def server_cost(result: Result, client: redis.Redis, op: Callable[[], object], c
     INFO stats counts a script's inner commands in total_commands_processed, so this is what
     Redis did, not what the client sent. Only meaningful on a server nobody else is using.
     """
-    before = client.info('stats', 'cpu')
+    before = client.info()  # default sections hold stats and cpu; naming several needs Redis 7
     for _ in range(calls):
         op()
-    after = client.info('stats', 'cpu')
+    after = client.info()  # default sections hold stats and cpu; naming several needs Redis 7
     # The first INFO is itself counted by the second one.
     commands = after['total_commands_processed'] - before['total_commands_processed'] - 1
     cpu = sum(after[k] - before[k] for k in ('used_cpu_user', 'used_cpu_sys'))
@@ -801,7 +813,10 @@ def fill_backlog(cfg: Config, client: redis.Redis, name: str, n: int) -> float:
 
 
 def scale_backlog(cfg: Config, client: redis.Redis, result: Result, n: int, samples: int) -> None:
-    """Latency of the first acquire after `n` slots expired, which has to purge them all."""
+    """Latency of the first acquire after `n` slots expired.
+
+    3.1.0 drops them all in that acquire; ours' acquire.lua drops at most 100 per call.
+    """
     metric = f'expired{n}.acquire_us'
     if n > API_FILL_LIMIT and cfg.side != 'ours':
         result.na[metric] = 'not feasible: filling through the public API re-pickles the whole pool per slot, O(n^2)'
@@ -817,8 +832,8 @@ def scale_backlog(cfg: Config, client: redis.Redis, result: Result, n: int, samp
         start = time.perf_counter_ns()
         p.__enter__()
         durations.append(time.perf_counter_ns() - start)
-        if p.size() != 2:  # the keeper and the new slot: the backlog really was purged
-            raise RuntimeError(f'{name}: {p.size()} live slots after purging the backlog')
+        if p.size() != 2:  # the keeper and the new slot: no expired slot counts as live
+            raise RuntimeError(f'{name}: {p.size()} live slots after the backlog expired')
         p.__exit__(None, None, None)
     result.metrics[metric] = percentile(durations, 0.50) / 1000
     result.info[f'expired{n}.samples_us'] = [d / 1000 for d in durations]
@@ -838,6 +853,342 @@ def scale(cfg: Config) -> Result:
     return result
 
 
+# -- 9: waiting for a slot -------------------------------------------------------------
+#
+# One holder and one waiter on a pool of 1, over and over. The holder takes the slot and
+# lets the waiter start; holds it HOLD_MIN_S + U(0, HOLD_SPREAD_S) (one seeded sequence, the
+# same on both sides); then releases, noting the time just before the release call and just
+# after it returns. The waiter notes when it has entered, gives the slot straight back and
+# reports. Ours waits with nowait=False; a polling loop (try, on "full" sleep POLL_S, try
+# again) runs over either library's nowait API. The spread is a whole poll interval, so a
+# release lands at a uniformly random point of the poller's cycle.
+
+POLL_S = 0.010
+HOLD_MIN_S = 0.002  # by then the waiter has had its "full" answer and waits (or sleeps between polls)
+HOLD_SPREAD_S = 0.010
+WAIT_TIMEOUT_S = 30.0  # ours' waiter gives up after this: a lost wake-up fails the run rather than hang it
+LATENCY_SKIP = 2  # first hand-overs of a variant left out of its latencies: the waiter subscribes then
+CONNECT_COMMANDS = frozenset({'CLIENT', 'HELLO', 'AUTH', 'SELECT'})  # a new connection's handshake, not waiting
+# Who is sending, so the waiter's requests can be told from the holder's in one process.
+# Threads the library starts (its subscriber) begin with an empty context: 'other'.
+ROLE: ContextVar[str] = ContextVar('benchmark_role', default='other')
+
+
+def waiter_counts() -> bool:
+    """Count the waiter while it takes a slot, and the library's own threads (its subscriber)."""
+    return ROLE.get() in ('acquire', 'other')
+
+
+def hold_times(n: int) -> list[float]:
+    rng = random.Random('waiting')  # a str seed is hashed the same in every process
+    return [HOLD_MIN_S + rng.random() * HOLD_SPREAD_S for _ in range(n)]
+
+
+@dataclass
+class HandOvers:
+    """One variant's hand-overs. Times are `time.monotonic_ns()`: on Linux that is
+    CLOCK_MONOTONIC, one clock for every process, so a waiter in another process compares."""
+
+    sent_ns: list[int] = field(default_factory=list)  # just before the holder's release call
+    returned_ns: list[int] = field(default_factory=list)  # just after it returned
+    entered_ns: list[int] = field(default_factory=list)  # the waiter is inside the pool
+    commands: Counter[str] = field(default_factory=Counter)  # the waiter's requests, all hand-overs
+    server: dict[str, float] = field(default_factory=dict)  # what Redis did over all hand-overs
+
+    def add(self, sent: int, returned: int, entered: int) -> None:
+        self.sent_ns.append(sent)
+        self.returned_ns.append(returned)
+        self.entered_ns.append(entered)
+
+
+def record_hand_overs(result: Result, prefix: str, done: HandOvers) -> None:
+    n = len(done.entered_ns)
+    skip = LATENCY_SKIP if n > 4 * LATENCY_SKIP else 0
+    rounds = list(zip(done.sent_ns, done.returned_ns, done.entered_ns, strict=True))[skip:]
+    spans = {
+        '': [entered - returned for _, returned, entered in rounds],  # release returned -> entered
+        'sent_': [entered - sent for sent, _, entered in rounds],  # release sent -> entered
+        'release_': [returned - sent for sent, returned, _ in rounds],  # the release call itself
+    }
+    for name, values in spans.items():
+        result.metrics[f'{prefix}.{name}p50_ms'] = percentile(values, 0.50) / 1e6
+        result.metrics[f'{prefix}.{name}p99_ms'] = percentile(values, 0.99) / 1e6
+    requests = sum(count for name, count in done.commands.items() if name not in CONNECT_COMMANDS)
+    result.metrics[f'{prefix}.requests'] = requests / n
+    result.metrics[f'{prefix}.server_commands'] = done.server['commands'] / n
+    result.metrics[f'{prefix}.server_cpu_us'] = done.server['cpu_us'] / n
+    result.info[f'{prefix}.hand_overs'] = n
+    result.info[f'{prefix}.requests_by_command'] = {name: c / n for name, c in sorted(done.commands.items())}
+    result.info[f'{prefix}.entered_before_release_returned'] = sum(1 for v in spans[''] if v < 0)
+    # Release sent -> entered past 50 ms: 5 poll intervals; with 3.1.0 a meta-lock collision (0.1 s).
+    result.info[f'{prefix}.over_50_ms'] = sum(1 for v in spans['sent_'] if v > 50_000_000)
+
+
+@contextmanager
+def server_delta(url: str) -> Iterator[dict[str, float]]:
+    """Commands Redis ran (those scripts call included) and its CPU, while the block ran."""
+    delta: dict[str, float] = {}
+    with redis.Redis.from_url(url) as admin:
+        before = admin.info()  # default sections hold stats and cpu; naming several needs Redis 7
+        yield delta
+        after = admin.info()  # default sections hold stats and cpu; naming several needs Redis 7
+    # The first INFO is itself counted by the second one.
+    delta['commands'] = after['total_commands_processed'] - before['total_commands_processed'] - 1
+    delta['cpu_us'] = sum(after[k] - before[k] for k in ('used_cpu_user', 'used_cpu_sys')) * 1e6
+
+
+def waiter_pool(key: str, mode: str) -> pool:
+    """The waiter's pool object: ours waiting (`wait`, `fair`), or either side's nowait pool (`poll`)."""
+    if mode == 'poll':
+        return pool(key=key, max_size=1)
+    return pool(key=key, max_size=1, nowait=False, timeout=WAIT_TIMEOUT_S, fair=mode == 'fair')
+
+
+def sync_take(p: pool, poll: bool) -> Callable[[], object]:
+    """Take a slot of `p`: by its own waiting (ours, nowait=False), or in a polling loop."""
+    if not poll:
+        return p.__enter__
+
+    def take() -> None:
+        while True:
+            try:
+                p.__enter__()
+                return
+            except CachifyPoolFullError:
+                time.sleep(POLL_S)
+
+    return take
+
+
+def async_take(p: pool, poll: bool) -> Callable[[], Awaitable[object]]:
+    """`sync_take` for asyncio."""
+    if not poll:
+        return p.__aenter__
+
+    async def take() -> None:
+        while True:
+            try:
+                await p.__aenter__()
+                return
+            except CachifyPoolFullError:
+                await asyncio.sleep(POLL_S)
+
+    return take
+
+
+def settled(message: int | BaseException) -> int:
+    if isinstance(message, BaseException):
+        raise RuntimeError(f'the waiter failed: {message!r}') from message
+    return message
+
+
+def hand_over_threads(url: str, key: str, mode: str, holds: list[float], counter: WireCounter) -> HandOvers:
+    """Holder in this thread, waiter in another, one sync client."""
+    holder, waiter = pool(key=key, max_size=1), waiter_pool(key, mode)
+    take = sync_take(waiter, mode == 'poll')
+    go: queue.SimpleQueue[bool] = queue.SimpleQueue()
+    entered: queue.SimpleQueue[int | BaseException] = queue.SimpleQueue()
+
+    def waiter_loop() -> None:
+        while go.get():
+            try:
+                ROLE.set('acquire')
+                take()
+                now = time.monotonic_ns()
+                ROLE.set('release')
+                waiter.__exit__(None, None, None)
+                entered.put(now)
+            except Exception as exc:
+                entered.put(exc)
+                return
+
+    thread = threading.Thread(target=waiter_loop, name='benchmark-waiter', daemon=True)
+    thread.start()
+    ROLE.set('holder')
+    done = HandOvers()
+    try:
+        with server_delta(url) as done.server, counter.counting():
+            for hold in holds:
+                holder.__enter__()
+                go.put(True)
+                time.sleep(hold)
+                sent = time.monotonic_ns()
+                holder.__exit__(None, None, None)
+                returned = time.monotonic_ns()
+                done.add(sent, returned, settled(entered.get(timeout=WAIT_TIMEOUT_S + 5)))
+        done.commands = Counter(counter.commands)
+    finally:
+        go.put(False)
+        thread.join(timeout=GRACE_S)
+    return done
+
+
+async def hand_over_tasks(url: str, key: str, mode: str, holds: list[float], counter: WireCounter) -> HandOvers:
+    """Holder and waiter as two tasks of one event loop."""
+    holder, waiter = pool(key=key, max_size=1), waiter_pool(key, mode)
+    take = async_take(waiter, mode == 'poll')
+    go: asyncio.Queue[bool] = asyncio.Queue()
+    entered: asyncio.Queue[int | BaseException] = asyncio.Queue()
+
+    async def waiter_loop() -> None:
+        while await go.get():
+            try:
+                ROLE.set('acquire')
+                await take()
+                now = time.monotonic_ns()
+                ROLE.set('release')  # ours' release runs in a shielded task: it copies this
+                await waiter.__aexit__(None, None, None)
+                entered.put_nowait(now)
+            except Exception as exc:
+                entered.put_nowait(exc)
+                return
+
+    ROLE.set('holder')
+    task = asyncio.ensure_future(waiter_loop())
+    done = HandOvers()
+    try:
+        with server_delta(url) as done.server, counter.counting():
+            for hold in holds:
+                await holder.__aenter__()
+                go.put_nowait(True)
+                await asyncio.sleep(hold)
+                sent = time.monotonic_ns()
+                await holder.__aexit__(None, None, None)
+                returned = time.monotonic_ns()
+                done.add(sent, returned, settled(await asyncio.wait_for(entered.get(), WAIT_TIMEOUT_S + 5)))
+        done.commands = Counter(counter.commands)
+    finally:
+        go.put_nowait(False)
+        _, pending = await asyncio.wait([task], timeout=GRACE_S)
+        for stuck in pending:
+            stuck.cancel()
+    return done
+
+
+def hand_over_worker(url: str, key: str, mode: str, conn: Any) -> None:
+    """The waiter in a process of its own (sync): takes a slot on each go, sends when it entered."""
+    counter = WireCounter(only=waiter_counts)
+    counter.install()
+    init_cachify(sync_client=redis.Redis.from_url(url))
+    waiter = waiter_pool(key, mode)
+    take = sync_take(waiter, mode == 'poll')
+    waiter.size()  # connects before the first hand-over
+    conn.send('ready')
+    try:
+        with counter.counting():
+            while conn.recv():
+                ROLE.set('acquire')
+                take()
+                now = time.monotonic_ns()
+                ROLE.set('release')
+                waiter.__exit__(None, None, None)
+                conn.send(now)
+    except Exception as exc:
+        conn.send(f'{type(exc).__name__}: {exc}')
+        raise
+    conn.send(dict(counter.commands))
+
+
+def expect(conn: Any, kind: type[Any]) -> Any:
+    """The waiting process's next message, which must be a `kind`; else what went wrong there."""
+    if not conn.poll(WAIT_TIMEOUT_S + 5):
+        raise RuntimeError('the waiting process stopped answering')
+    message = conn.recv()  # EOFError if it died
+    if not isinstance(message, kind):
+        raise RuntimeError(f'the waiting process failed: {message}')
+    return message
+
+
+def hand_over_processes(url: str, key: str, mode: str, holds: list[float]) -> HandOvers:
+    """Holder in this process, waiter in a spawned one, each with its own sync client."""
+    ctx = multiprocessing.get_context('spawn')
+    mine, theirs = ctx.Pipe()
+    worker = ctx.Process(target=hand_over_worker, args=(url, key, mode, theirs))
+    worker.start()
+    theirs.close()  # so that the worker's death reads as EOF here
+    holder = pool(key=key, max_size=1)
+    done = HandOvers()
+    try:
+        started = expect(mine, str)
+        if started != 'ready':
+            raise RuntimeError(f'the waiting process failed: {started}')
+        with server_delta(url) as done.server:
+            for hold in holds:
+                holder.__enter__()
+                mine.send(True)
+                time.sleep(hold)
+                sent = time.monotonic_ns()
+                holder.__exit__(None, None, None)
+                returned = time.monotonic_ns()
+                done.add(sent, returned, expect(mine, int))
+        mine.send(False)
+        done.commands = Counter(expect(mine, dict))
+    finally:
+        worker.join(timeout=GRACE_S)
+        if worker.is_alive():
+            worker.kill()  # our own child, stuck
+            worker.join()
+    return done
+
+
+def waiting(cfg: Config) -> Result:
+    """9. Release-to-new-holder latency and the waiter's requests: ours waiting against polling loops."""
+    result = Result()
+    ours = cfg.side == 'ours'
+    polls = ('wait', 'poll') if ours else ('poll',)  # py-cachify 3.1.0 can only poll
+    holds = hold_times(20 if cfg.quick else HAND_OVERS)
+    long_hold = [0.2 if cfg.quick else LONG_HOLD_S]
+    counter = WireCounter(only=waiter_counts)
+    counter.install()
+    if not ours:
+        reason = 'py-cachify 3.1.0 cannot wait for a slot: its polling loop is in the rows that compare against it'
+        for prefix in ('proc.wait', 'proc.fair', 'thread.wait', 'async.wait', 'async.wait_thread', 'long.wait'):
+            for metric in ('p50_ms', 'p99_ms', 'requests', 'server_commands'):
+                result.na[f'{prefix}.{metric}'] = reason
+    # Never closed: ours' subscriber thread keeps its connection till the process ends.
+    client = redis.Redis.from_url(cfg.url)
+    init_cachify(sync_client=client)
+
+    for mode in (*polls, 'fair') if ours else polls:
+        done = hand_over_processes(cfg.url, cfg.key(f'proc-{mode}'), mode, holds)
+        record_hand_overs(result, f'proc.{mode}', done)
+    for mode in polls:
+        key = cfg.key(f'thread-{mode}')
+        record_hand_overs(result, f'thread.{mode}', hand_over_threads(cfg.url, key, mode, holds, counter))
+        # One long wait on the same pool: ours is subscribed to it by now.
+        record_hand_overs(result, f'long.{mode}', hand_over_threads(cfg.url, key, mode, long_hold, counter))
+
+    async def run_async() -> None:
+        # Both clients given: ours' subscriber is the sync client's thread.
+        both = aredis.Redis.from_url(cfg.url)
+        init_cachify(sync_client=client, async_client=both)
+        for mode in polls:
+            done = await hand_over_tasks(cfg.url, cfg.key(f'async-{mode}'), mode, holds, counter)
+            record_hand_overs(result, 'async.wait_thread' if mode == 'wait' else f'async.{mode}', done)
+        if ours:
+            # An asyncio client alone: ours' subscriber is a task in this loop.
+            alone = aredis.Redis.from_url(cfg.url)
+            init_cachify(async_client=alone)
+            done = await hand_over_tasks(cfg.url, cfg.key('async-alone'), 'wait', holds, counter)
+            record_hand_overs(result, 'async.wait', done)
+            await stop_other_tasks()  # ours' subscriber task, before its client closes under it
+            await alone.aclose()
+        await both.aclose()
+
+    asyncio.run(run_async())
+    result.info.update(
+        {'poll_s': POLL_S, 'hold_min_s': HOLD_MIN_S, 'hold_spread_s': HOLD_SPREAD_S, 'long_hold_s': long_hold[0]}
+    )
+    return result
+
+
+async def stop_other_tasks() -> None:
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
 # -- entry point -----------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[Config], Result]] = {
@@ -849,6 +1200,7 @@ SCENARIOS: dict[str, Callable[[Config], Result]] = {
     'scale': scale,
     'size': size,
     'embedded': embedded,
+    'waiting': waiting,
 }
 
 

@@ -125,12 +125,12 @@ class RedisCluster:
         per_node = 16384 // len(clients)
         for i, client in enumerate(clients):
             last = 16383 if i == len(clients) - 1 else (i + 1) * per_node - 1
-            client.execute_command('CLUSTER', 'ADDSLOTS', *range(i * per_node, last + 1))
+            client.execute_command('CLUSTER', 'ADDSLOTS', *range(i * per_node, last + 1))  # type: ignore[no-untyped-call]
             if i:
-                client.execute_command('CLUSTER', 'MEET', '127.0.0.1', self.servers[0].port)
+                client.execute_command('CLUSTER', 'MEET', '127.0.0.1', self.servers[0].port)  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            infos = [client.execute_command('CLUSTER', 'INFO') for client in clients]
+            infos = [client.execute_command('CLUSTER', 'INFO') for client in clients]  # type: ignore[no-untyped-call]
             if all(b'cluster_state:ok' in _raw(info) for info in infos):
                 break
             time.sleep(0.1)
