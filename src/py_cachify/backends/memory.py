@@ -13,6 +13,8 @@ from ..ops import Call
 __all__ = ['MemoryBackend']
 
 _INF = math.inf
+# What the scripts that stamp or compare expiries answer when the clock reads 0.
+_CLOCK_GUARDED: dict[str, object] = {'acquire': [-1, 0, -1], 'size': -1, 'purge': -1, 'extend': -1, 'holders': -1}
 
 
 class MemoryBackend:
@@ -37,8 +39,8 @@ class MemoryBackend:
         with self._lock:
             now_us = math.floor(self._clock() * 1_000_000)
             now = now_us // 1000
-            if now <= 0:
-                return -1 if call.script in ('size', 'purge', 'extend', 'holders') else [-1, 0, -1]
+            if now <= 0 and call.script in _CLOCK_GUARDED:
+                return _CLOCK_GUARDED[call.script]
             if now >= self._next_sweep:
                 self._sweep(now)
             reply, wake = getattr(self, f'_{call.script}')(now_us, now, *call.keys, *call.args)
