@@ -9,11 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from . import renewal
 from .errors import CachifyPoolFullError
 from .ops import (
     FALLBACK_POLL,
@@ -53,8 +54,6 @@ __all__ = ['PoolOptions', 'pool']
 
 log = logging.getLogger('py_cachify')
 
-OnLost = Callable[[str], Any]
-
 
 class PoolOptions(TypedDict, total=False):
     """How a pool waits and keeps its slots; every maker of pools takes these keywords."""
@@ -63,11 +62,7 @@ class PoolOptions(TypedDict, total=False):
     timeout: float | None
     fair: bool
     auto_renew: bool
-    on_lost: OnLost | None
-
-
-# Auto-renewal extends a slot after this fraction of its lifetime has passed.
-RENEW_FRACTION = 1 / 3
+    on_lost: renewal.OnLost | None
 
 
 @dataclass(frozen=True)
@@ -84,7 +79,7 @@ class _Lease:
     """One held slot, and its renewer while auto-renewal runs."""
 
     slot: str
-    stop: threading.Event | asyncio.Task[None] | None = field(default=None)
+    stop: Callable[[], object] | None = None  # ends auto-renewal
 
 
 class pool:
@@ -117,7 +112,7 @@ class pool:
         timeout: float | None = None,
         fair: bool = False,
         auto_renew: bool = False,
-        on_lost: OnLost | None = None,
+        on_lost: renewal.OnLost | None = None,
         settings: Settings | None = None,
     ) -> None:
         self._key = validate_key(key)
@@ -352,12 +347,14 @@ class pool:
         return (release, leave_call(settings.prefix, self._key, slot)) if self._fair else (release,)
 
     def _give(self, lease: _Lease) -> bool:
-        self._stop_renewal(lease)
+        if lease.stop is not None:
+            lease.stop()
         backend, call = self._call(release_call, lease.slot, self._max_size)
         return self._report(flag(backend.run(call), call), lease)
 
     async def _agive(self, lease: _Lease) -> bool:
-        self._stop_renewal(lease)
+        if lease.stop is not None:
+            lease.stop()
         backend, call = self._call(release_call, lease.slot, self._max_size)
         return self._report(flag(await backend.arun(call), call), lease)
 
@@ -373,64 +370,21 @@ class pool:
 
     # -- auto-renewal -------------------------------------------------------------------
 
-    def _renew_every(self) -> float | None:
-        if not self._auto_renew:
-            return None
-        slot_exp = self._lifetime(self._settings or current())
-        return None if slot_exp is None else slot_exp * RENEW_FRACTION
-
     def _start_renewal(self, lease: _Lease) -> _Lease:
         every = self._renew_every()
         if every is not None:
-            stop = lease.stop = threading.Event()
-
-            def renew() -> None:
-                while not stop.wait(every):
-                    try:
-                        kept = self._extend_slot(lease.slot)
-                    except Exception:
-                        log.warning('py_cachify: renewing a slot of pool %r failed; retrying', self._key, exc_info=True)
-                        continue
-                    if not kept:
-                        return self._lost()
-
-            threading.Thread(target=renew, name=f'py_cachify-renew-{self._key}', daemon=True).start()
+            lease.stop = renewal.in_thread(every, partial(self._extend_slot, lease.slot), self._key, self._on_lost)
         return lease
 
     def _start_arenewal(self, lease: _Lease) -> _Lease:
         every = self._renew_every()
         if every is not None:
-
-            async def renew() -> None:
-                while True:
-                    await asyncio.sleep(every)
-                    try:
-                        kept = await self._aextend_slot(lease.slot)
-                    except Exception:
-                        log.warning('py_cachify: renewing a slot of pool %r failed; retrying', self._key, exc_info=True)
-                        continue
-                    if not kept:
-                        return self._lost()
-
-            lease.stop = asyncio.get_running_loop().create_task(renew())
+            lease.stop = renewal.in_task(every, partial(self._aextend_slot, lease.slot), self._key, self._on_lost)
         return lease
 
-    def _lost(self) -> None:
-        """Tell `on_lost` (or the log) that renewal found the slot gone. Never raises."""
-        try:
-            if self._on_lost is not None:
-                self._on_lost(self._key)
-            else:
-                log.warning('py_cachify: lost the slot of pool %r while running (it expired)', self._key)
-        except Exception:
-            log.exception('py_cachify: on_lost for pool %r raised', self._key)
-
-    @staticmethod
-    def _stop_renewal(lease: _Lease) -> None:
-        if isinstance(lease.stop, threading.Event):
-            lease.stop.set()
-        elif lease.stop is not None:
-            lease.stop.cancel()
+    def _renew_every(self) -> float | None:
+        slot_exp = self._lifetime(self._settings or current()) if self._auto_renew else None
+        return None if slot_exp is None else slot_exp * renewal.EVERY
 
     # -- calls --------------------------------------------------------------------------
 
