@@ -982,6 +982,16 @@ def settled(message: int | BaseException) -> int:
     return message
 
 
+def take_and_leave(take: Callable[[], object], waiter: Any) -> int:
+    """One waited acquire; returns when it entered (monotonic ns), after giving the slot back."""
+    ROLE.set('acquire')
+    take()
+    entered = time.monotonic_ns()
+    ROLE.set('release')
+    waiter.__exit__(None, None, None)
+    return entered
+
+
 def hand_over_threads(url: str, key: str, mode: str, holds: list[float], counter: WireCounter) -> HandOvers:
     """Holder in this thread, waiter in another, one sync client."""
     holder, waiter = pool(key=key, max_size=1), waiter_pool(key, mode)
@@ -992,12 +1002,7 @@ def hand_over_threads(url: str, key: str, mode: str, holds: list[float], counter
     def waiter_loop() -> None:
         while go.get():
             try:
-                ROLE.set('acquire')
-                take()
-                now = time.monotonic_ns()
-                ROLE.set('release')
-                waiter.__exit__(None, None, None)
-                entered.put(now)
+                entered.put(take_and_leave(take, waiter))
             except Exception as exc:
                 entered.put(exc)
                 return
@@ -1077,12 +1082,7 @@ def hand_over_worker(url: str, key: str, mode: str, conn: Any) -> None:
     try:
         with counter.counting():
             while conn.recv():
-                ROLE.set('acquire')
-                take()
-                now = time.monotonic_ns()
-                ROLE.set('release')
-                waiter.__exit__(None, None, None)
-                conn.send(now)
+                conn.send(take_and_leave(take, waiter))
     except Exception as exc:
         conn.send(f'{type(exc).__name__}: {exc}')
         raise
