@@ -982,6 +982,16 @@ def settled(message: int | BaseException) -> int:
     return message
 
 
+def hold_then_release(holder: Any, hold: float, start_waiter: Callable[[], object]) -> tuple[int, int]:
+    """Take the slot, let the waiter start, hold, release; returns (release sent, release returned) in ns."""
+    holder.__enter__()
+    start_waiter()
+    time.sleep(hold)
+    sent = time.monotonic_ns()
+    holder.__exit__(None, None, None)
+    return sent, time.monotonic_ns()
+
+
 def take_and_leave(take: Callable[[], object], waiter: Any) -> int:
     """One waited acquire; returns when it entered (monotonic ns), after giving the slot back."""
     ROLE.set('acquire')
@@ -1014,12 +1024,7 @@ def hand_over_threads(url: str, key: str, mode: str, holds: list[float], counter
     try:
         with server_delta(url) as done.server, counter.counting():
             for hold in holds:
-                holder.__enter__()
-                go.put(True)
-                time.sleep(hold)
-                sent = time.monotonic_ns()
-                holder.__exit__(None, None, None)
-                returned = time.monotonic_ns()
+                sent, returned = hold_then_release(holder, hold, lambda: go.put(True))
                 done.add(sent, returned, settled(entered.get(timeout=WAIT_TIMEOUT_S + 5)))
         done.commands = Counter(counter.commands)
     finally:
@@ -1114,12 +1119,7 @@ def hand_over_processes(url: str, key: str, mode: str, holds: list[float]) -> Ha
             raise RuntimeError(f'the waiting process failed: {started}')
         with server_delta(url) as done.server:
             for hold in holds:
-                holder.__enter__()
-                mine.send(True)
-                time.sleep(hold)
-                sent = time.monotonic_ns()
-                holder.__exit__(None, None, None)
-                returned = time.monotonic_ns()
+                sent, returned = hold_then_release(holder, hold, lambda: mine.send(True))
                 done.add(sent, returned, expect(mine, int))
         mine.send(False)
         done.commands = Counter(expect(mine, dict))
