@@ -356,3 +356,33 @@ def test_timeout_needs_nowait_false_and_must_be_sane() -> None:
         pool('k', 1, nowait=False, timeout=-1)
     with pytest.raises(TypeError, match="'soon'"):
         pool('k', 1, nowait=False, timeout='soon')  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('client_kind', ['sync', 'async'])
+async def test_waiters_are_woken_again_after_the_subscriber_connection_drops(
+    redis_url: str, redis_client: redis.Redis, client_kind: str
+) -> None:
+    # A killed pub/sub connection reconnects and subscribes again: wake-ups resume.
+    sync_client = redis.Redis.from_url(redis_url) if client_kind == 'sync' else None
+    async_client = redis.asyncio.Redis.from_url(redis_url)
+    cachify = init_cachify(sync_client, async_client, prefix=f'dropped-{client_kind}-', is_global=False)
+    holder = cachify.pool('dropped', max_size=1)
+    waiter = cachify.pool('dropped', max_size=1, nowait=False, timeout=15)
+
+    async def hand_over() -> None:
+        entered, leave = asyncio.Event(), asyncio.Event()
+        task = asyncio.create_task(release_later(holder, Api('async'), entered, leave))
+        await entered.wait()
+        asyncio.get_running_loop().call_later(0.1, leave.set)
+        async with waiter:
+            pass
+        await task
+
+    await hand_over()  # subscribes
+    assert redis_client.execute_command('CLIENT', 'KILL', 'TYPE', 'pubsub') >= 1  # type: ignore[no-untyped-call]
+    await asyncio.sleep(1.5)  # the listener notices, backs off, reconnects
+    await hand_over()
+    await async_client.aclose()
+    if sync_client is not None:
+        sync_client.close()
