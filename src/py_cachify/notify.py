@@ -154,27 +154,31 @@ class TaskSubscriber:
         self._pubsub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._ready: dict[str, asyncio.Event] = {}
+        self._subscribed = asyncio.Event()  # set when a channel is added: the idle listener sleeps on it
 
     async def ensure(self, channel: str) -> None:
         """Return once `channel` is subscribed (or after a bounded wait)."""
         if self._task is None or self._task.done() or self._task.get_loop() is not asyncio.get_running_loop():
             # A new loop (or a crashed listener) starts over with a fresh connection.
             self._pubsub = self._client.pubsub()
-            self._ready = {}
-            self._task = asyncio.get_running_loop().create_task(self._run(self._pubsub, self._ready))
+            self._ready, self._subscribed = {}, asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(self._pubsub, self._ready, self._subscribed))
         ready = self._ready.get(channel)
         if ready is None:
             ready = self._ready[channel] = asyncio.Event()
             await self._pubsub.subscribe(channel)
+            self._subscribed.set()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(ready.wait(), _CONFIRM_TIMEOUT)
 
-    async def _run(self, pubsub: Any, ready: dict[str, asyncio.Event]) -> None:
+    async def _run(self, pubsub: Any, ready: dict[str, asyncio.Event], subscribed: asyncio.Event) -> None:
         next_idle_check = time.monotonic() + _IDLE_UNSUBSCRIBE
         while True:
             try:
                 if not pubsub.subscribed:
-                    await asyncio.sleep(0.01)
+                    # Nothing to listen to: sleep until a waiter subscribes, not on a timer.
+                    subscribed.clear()
+                    await subscribed.wait()
                     continue
                 message = await pubsub.get_message(timeout=1.0)
                 if message is not None:
