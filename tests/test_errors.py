@@ -170,3 +170,95 @@ def test_the_lua_scripts_refuse_a_server_clock_that_reads_zero(monkeypatch: pyte
     for attempt in (p.__enter__, p.size, p.holders, p.purge):
         with pytest.raises(CachifyBackendError, match='clock'):
             attempt()
+
+
+class _User:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f'User({self.name!r})'
+
+
+def test_a_key_field_the_argument_cannot_give_names_the_template_and_the_argument(dead_redis: Cachify) -> None:
+    @dead_redis.pooled(key='user-{user.nope}', max_size=1)
+    def work(user: _User) -> None: ...
+
+    @dead_redis.pooled(key='first-{items[0]}', max_size=1)
+    def first(items: int) -> None: ...
+
+    with pytest.raises(ValueError, match=r"'user-\{user\.nope\}'.*\{user\.nope\}.*user=User\('ada'\).*nope") as info:
+        work(_User('ada'))
+    assert not isinstance(info.value, AttributeError)
+    with pytest.raises(ValueError, match=r"'first-\{items\[0\]\}'.*items=7.*subscriptable"):
+        first(7)
+
+
+def test_an_async_on_full_for_a_sync_function_is_refused_at_decoration(dead_redis: Cachify) -> None:
+    async def busy() -> str:
+        return 'busy'
+
+    class Busy:
+        async def __call__(self) -> str:
+            return 'busy'
+
+    for on_full in (busy, Busy()):
+        with pytest.raises(TypeError, match=r'on_full=.*is async, but .*work is sync'):
+
+            @dead_redis.pooled(key='k', max_size=1, on_full=on_full)
+            def work() -> None: ...
+
+
+def test_pool_full_error_takes_a_message_alone_as_3_1_0_allows() -> None:
+    import pickle
+
+    alone = CachifyPoolFullError('too busy right now')
+    assert str(alone) == 'too busy right now'
+    assert (alone.key, alone.max_size) == (None, None)
+    named = CachifyPoolFullError('jobs', 3)
+    assert str(named) == "pool 'jobs' is full (max_size=3)"
+    assert (named.key, named.max_size) == ('jobs', 3)
+    for error in (alone, named):
+        copy = pickle.loads(pickle.dumps(error))
+        assert (str(copy), copy.key, copy.max_size) == (str(error), error.key, error.max_size)
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'named'),
+    [
+        ({'sync_client': 'redis://localhost'}, r"sync_client must be a redis-py client.*'redis://localhost'"),
+        ({'async_client': object()}, r'async_client must be a redis-py client.*object'),
+        ({'sync_client': redis.asyncio.Redis()}, r'sync_client must be .*redis\.asyncio\.client\.Redis.*async_client'),
+        ({'async_client': redis.Redis()}, r'async_client must be .*redis\.client\.Redis.*sync_client'),
+        (
+            {'sync_client': redis.Redis(), 'async_client': redis.Redis()},
+            r'async_client must be .*belongs in sync_client',
+        ),
+    ],
+    ids=['string', 'object', 'async-as-sync', 'sync-as-async', 'both-sync'],
+)
+def test_a_client_of_the_wrong_kind_fails_at_init_cachify_naming_the_argument(
+    kwargs: dict[str, Any], named: str
+) -> None:
+    with pytest.raises(TypeError, match=named):
+        init_cachify(**kwargs, is_global=False)
+
+
+async def test_fakeredis_and_cluster_clients_are_accepted(cluster_url: str) -> None:
+    import redis.asyncio.cluster
+    import redis.cluster
+
+    sync_cluster = redis.cluster.RedisCluster.from_url(cluster_url)
+    async_cluster = redis.asyncio.cluster.RedisCluster.from_url(cluster_url)
+    server = fakeredis.FakeServer()
+    fake, afake = fakeredis.FakeRedis(server=server), fakeredis.FakeAsyncRedis(server=server)
+    try:
+        for clients in ((sync_cluster, async_cluster), (fake, afake)):
+            p = init_cachify(*clients, is_global=False).pool('accepted', max_size=1)
+            with p:
+                assert await p.asize() == 1
+    finally:
+        sync_cluster.close()
+        await async_cluster.aclose()
+        fake.close()
+        await afake.aclose()

@@ -37,3 +37,16 @@ def test_an_instance_that_is_not_global_leaves_the_global_alone() -> None:
     shared = pool('x', max_size=1)
     with local.pool('x', max_size=1):
         assert shared.size() == 0
+
+
+def test_version_is_the_installed_distribution_s() -> None:
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    import py_cachify
+
+    pyproject = (Path(__file__).parents[1] / 'pyproject.toml').read_text()
+    declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert declared is not None
+    assert py_cachify.__version__ == importlib.metadata.version('py_cachify') == declared[1]

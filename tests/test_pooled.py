@@ -155,3 +155,16 @@ async def test_slot_is_released_when_the_decorated_call_is_cancelled(cachify: Ca
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await slow.size() == 0
+
+
+async def test_a_callable_object_whose_call_is_async_holds_its_slot_while_it_runs(cachify: Cachify) -> None:
+    class Job:
+        async def __call__(self, n: int) -> int:
+            await asyncio.sleep(0)
+            return await pool_of_job.asize()
+
+    pool_of_job = cachify.pool('job-object-pool', max_size=1)
+    work = cachify.pooled(key='job-object', max_size=1)(Job())
+    assert inspect.iscoroutinefunction(work)
+    assert await work(1) == 1  # held while it ran, not released before
+    assert await pool_of_job.asize() == 0

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
+from .clients import check_clients
 from .decorators import PooledDecorator, pooled
 from .ops import UNSET, SlotExp, UnsetType, validate_slot_exp
 from .pool import PoolOptions, pool
@@ -36,6 +37,7 @@ class Cachify:
         if not isinstance(prefix, str):
             raise TypeError(f'prefix must be a str, got {prefix!r}')
         validate_slot_exp(default_pool_slot_expiration, 'default_pool_slot_expiration')
+        check_clients(sync_client, async_client)
         backend = RedisBackend(sync_client, async_client) if sync_client or async_client else MemoryBackend()
         self.settings = Settings(backend=backend, prefix=prefix, default_slot_exp=default_pool_slot_expiration)
 
