@@ -255,15 +255,17 @@ async def test_late_release_is_reported_and_double_release_is_harmless(
     cachify: Cachify, caplog: pytest.LogCaptureFixture
 ) -> None:
     p = cachify.pool('late', max_size=1, slot_exp=0.1)
-    lease = p._take()
+    lease = p.acquire()
     await asyncio.sleep(0.2)
-    newcomer = p._take()  # the expired slot's place is someone else's now
+    newcomer = p.acquire()  # the expired slot's place is someone else's now
     with caplog.at_level(logging.WARNING, logger='py_cachify'):
-        assert p._give(lease) is False
+        assert lease.release() is False
     assert 'had expired before it was released' in caplog.text
+    assert lease.lost
     assert p.size() == 1  # the newcomer's slot is untouched
-    assert p._give(newcomer) is True
-    assert p._give(newcomer) is False
+    assert newcomer.release() is True
+    assert newcomer.release() is True  # idempotent: nothing is sent again
+    assert p.size() == 0
 
 
 class _ReplyLost:

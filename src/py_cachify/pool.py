@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Generator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from . import lease as leases
 from . import renewal
-from .errors import CachifyPoolFullError
+from .errors import CachifyBackendError, CachifyPoolFullError
+from .lease import Lease, survive_cancellation
 from .ops import (
     FALLBACK_POLL,
     UNSET,
@@ -25,8 +26,6 @@ from .ops import (
     acquire_call,
     attempt,
     count,
-    extend_call,
-    flag,
     holders,
     holders_call,
     leave_call,
@@ -38,7 +37,6 @@ from .ops import (
     ttl_ms,
     validate_key,
     validate_max_size,
-    validate_seconds,
     validate_slot_exp,
     validate_timeout,
 )
@@ -52,17 +50,19 @@ if TYPE_CHECKING:
 
 __all__ = ['PoolOptions', 'pool']
 
-log = logging.getLogger('py_cachify')
-
 
 class PoolOptions(TypedDict, total=False):
-    """How a pool waits and keeps its slots; every maker of pools takes these keywords."""
+    """How a pool waits, sheds and keeps its slots; every maker of pools takes these keywords."""
 
     nowait: bool
     timeout: float | None
     fair: bool
+    shed_at: float | None
     auto_renew: bool
     on_lost: renewal.OnLost | None
+
+
+# -- the acquire rules as steps, free of I/O ----------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -70,26 +70,25 @@ class _Wait:
     seconds: float
 
 
+# After an outage, give back an acquire that failed in transit once more this long after the
+# first give-back was answered: a frozen server that wakes may run the old acquire late.
+_RECHECK = 1.0
+
 _LISTEN = object()  # the flow asks to be woken by releases from now on
 _Step = Call | _Wait | object
-
-
-@dataclass
-class _Lease:
-    """One held slot, and its renewer while auto-renewal runs."""
-
-    slot: str
-    stop: Callable[[], object] | None = None  # ends auto-renewal
 
 
 class pool:
     """A distributed concurrency pool: no more than `max_size` holders of `key` at a time.
 
     `with pool(...)` / `async with pool(...)` takes a slot and gives that slot back on exit,
-    also when the body raises or is cancelled. When the pool is full it raises
+    also when the body raises or is cancelled. `acquire()` / `aacquire()` return the slot as
+    a `Lease` to release from anywhere. When the pool is full it raises
     `CachifyPoolFullError` at once (`nowait=True`, the default), or waits for a release up
     to `timeout` seconds (`nowait=False`; `timeout=None` waits as long as it takes). With
-    `fair=True` waiters get slots in the order they arrived.
+    `fair=True` (waiting pools only) waiters get slots in the order they arrived.
+    `shed_at=0.8` admits only while fewer than 80% of `max_size` slots are held, decided
+    atomically inside the acquire: load shedding without a check-then-act race.
 
     A slot past its `slot_exp` (seconds; None = never; default `default_pool_slot_expiration`)
     no longer counts; the code holding it is not interrupted. `extend()` pushes the held
@@ -97,7 +96,8 @@ class pool:
     reports a lost slot to `on_lost(key)` (or a logged warning).
 
     One pool object may be shared by threads and tasks, and entered again inside its own
-    `with`: every entry takes a slot of its own and its exit releases exactly that slot.
+    `with`: every entry takes a slot of its own and its exit releases exactly that slot,
+    even when the exit runs in another context than the entry.
 
     Raises `TypeError` / `ValueError` for bad arguments, before anything reaches Redis.
     """
@@ -111,6 +111,7 @@ class pool:
         nowait: bool = True,
         timeout: float | None = None,
         fair: bool = False,
+        shed_at: float | None = None,
         auto_renew: bool = False,
         on_lost: renewal.OnLost | None = None,
         settings: Settings | None = None,
@@ -121,14 +122,17 @@ class pool:
         self._timeout = validate_timeout(timeout)
         if nowait and timeout is not None:
             raise ValueError(f'timeout={timeout!r} only applies with nowait=False')
+        if fair and nowait:
+            raise ValueError('fair=True orders waiters, so it needs nowait=False')
+        self._admit = _admission(self._max_size, shed_at)
         self._nowait = nowait
         self._fair = fair
         self._auto_renew = auto_renew
         self._on_lost = on_lost
         self._settings = settings
-        # Slots this context holds, innermost last: nested `with` in one task, and tasks
-        # and threads sharing this object, each release only their own slot.
-        self._held: ContextVar[tuple[_Lease, ...]] = ContextVar(f'py_cachify.pool:{key}', default=())
+        # Leases taken by `with self`, for an exit that runs in another context than its entry
+        # (a sync dependency of a web framework): empty whenever nothing is held.
+        self._entered: list[Lease] = []
 
     @property
     def key(self) -> str:
@@ -143,50 +147,214 @@ class pool:
     def __repr__(self) -> str:
         return f'pool(key={self._key!r}, max_size={self._max_size}, slot_exp={self._slot_exp!r})'
 
-    # -- with / async with ------------------------------------------------------------
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire(self) -> Lease:
+        """Take a slot and return it as a `Lease`; release it with `lease.release()` or `with lease`.
+
+        Raises `CachifyPoolFullError` when the pool is (still) full, `CachifyBackendError`
+        when Redis fails: an acquire that may have landed is then given back in the background.
+        """
+        settings = self._settings or current()
+        backend, slot = settings.backend, new_slot_id()
+        channel = pool_keys(settings.prefix + self._key).channel
+        woken: threading.Event | None = None  # made only if the pool is full: most takes never wait
+        flow = self._acquire_flow(settings, slot)
+        try:
+            step = next(flow)
+            while True:
+                if step is _LISTEN:
+                    woken = threading.Event()
+                    backend.wakeups.add(channel, slot, woken.set)
+                    backend.listen(channel)
+                    reply = None
+                elif isinstance(step, _Wait):
+                    assert woken is not None
+                    woken.wait(step.seconds)
+                    woken.clear()  # before the next try: a release after it sets it again
+                    reply = None
+                else:
+                    assert isinstance(step, Call)
+                    reply = backend.run(step)
+                step = flow.send(reply)
+        except StopIteration:
+            return self._held(settings, slot, renewal.ThreadRenewer)
+        except CachifyPoolFullError:
+            raise
+        except BaseException as exc:
+            calls = self._give_back_calls(settings, slot)
+            for i, call in enumerate(calls):
+                if _transient(exc):
+                    backend.give_backs.add(calls[i:], self._expiry_from_now(settings), recheck=_RECHECK)
+                    break
+                try:
+                    backend.run(call)
+                except CachifyBackendError as failed:
+                    exc = failed
+            raise
+        finally:
+            if woken is not None:
+                backend.wakeups.discard(channel, slot)
+
+    async def aacquire(self) -> Lease:
+        """`acquire` for asyncio. A cancelled acquire gives back what it may have taken."""
+        settings = self._settings or current()
+        backend, slot = settings.backend, new_slot_id()
+        channel = pool_keys(settings.prefix + self._key).channel
+        woken: asyncio.Event | None = None
+        flow = self._acquire_flow(settings, slot)
+        try:
+            step = next(flow)
+            while True:
+                if step is _LISTEN:
+                    woken = asyncio.Event()
+                    wake = partial(asyncio.get_running_loop().call_soon_threadsafe, woken.set)
+                    backend.wakeups.add(channel, slot, wake)
+                    backend.listen(channel)
+                    reply = None
+                elif isinstance(step, _Wait):
+                    assert woken is not None
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(woken.wait(), step.seconds)
+                    woken.clear()
+                    reply = None
+                else:
+                    assert isinstance(step, Call)
+                    reply = await backend.arun(step)
+                step = flow.send(reply)
+        except StopIteration:
+            return self._held(settings, slot, renewal.TaskRenewer)
+        except CachifyPoolFullError:
+            raise
+        except BaseException as exc:
+            # Cancelled or failed mid-call: the acquire may have landed. Give the slot back
+            # (and leave the queue) now, whatever further cancellations arrive meanwhile.
+            await survive_cancellation(self._agive_back(exc, settings, slot))
+            raise
+        finally:
+            if woken is not None:
+                backend.wakeups.discard(channel, slot)
+
+    async def _agive_back(self, exc: BaseException, settings: Settings, slot: str) -> None:
+        calls = self._give_back_calls(settings, slot)
+        for i, call in enumerate(calls):
+            if _transient(exc):
+                settings.backend.give_backs.add(calls[i:], self._expiry_from_now(settings), recheck=_RECHECK)
+                return
+            try:
+                await settings.backend.arun(call)
+            except CachifyBackendError as failed:
+                exc = failed
+
+    def _acquire_flow(self, settings: Settings, slot: str) -> Generator[_Step, object, None]:
+        """The acquire rules, free of I/O: yields calls to run and waits; returns on success."""
+        queue = self._fair and not self._nowait
+        call = acquire_call(settings.prefix, self._key, slot, self._admit, ttl_ms(self._lifetime(settings)), queue)
+        result = attempt((yield call), call)
+        if result.acquired:
+            return
+        if self._nowait:
+            raise CachifyPoolFullError(self._key, self._max_size)
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        # Listen before the next try: a release between that try and the wait still wakes us,
+        # and so does the subscription's confirmation (every waiter of the channel retries).
+        yield _LISTEN
+        while True:
+            result = attempt((yield call), call)
+            if result.acquired:
+                return
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                if queue:
+                    yield leave_call(settings.prefix, self._key, slot)
+                raise CachifyPoolFullError(self._key, self._max_size)
+            # Woken by a release; else by the nearest expiry (expiry sends no message); the
+            # fallback poll guards against a lost message and keeps a fair waiter's place.
+            expiry = None if result.next_expiry is None else result.next_expiry + 0.001
+            yield _Wait(min(x for x in (left, expiry, FALLBACK_POLL) if x is not None))
+
+    def _give_back_calls(self, settings: Settings, slot: str) -> list[Call]:
+        """What gives back a slot whose acquire may or may not have landed."""
+        release = release_call(settings.prefix, self._key, slot, self._max_size)
+        return [release, leave_call(settings.prefix, self._key, slot)] if self._fair else [release]
+
+    def _expiry_from_now(self, settings: Settings) -> float | None:
+        lifetime = self._lifetime(settings)
+        return None if lifetime is None else time.monotonic() + lifetime
+
+    def _held(self, settings: Settings, slot: str, renewer: type[renewal.ThreadRenewer | renewal.TaskRenewer]) -> Lease:
+        lifetime = self._lifetime(settings)
+        lease = Lease(self, settings, slot, lifetime)
+        if self._auto_renew and lifetime is not None:
+            rule = renewal.Renewal(self._key, lifetime * renewal.EVERY, self._on_lost, lease._mark_lost)
+            extend = lease.extend if renewer is renewal.ThreadRenewer else lease.aextend
+            lease._renewer = renewer(rule, extend, owner=settings.backend)  # type: ignore[arg-type]
+        return lease
+
+    # -- with / async with ------------------------------------------------------------------
 
     def __enter__(self) -> Self:
-        self._held.set((*self._held.get(), self._take()))
+        self._enter(self.acquire())
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            self._give(self._innermost())
-        finally:
-            self._held.set(self._held.get()[:-1])
+        self._exit().__exit__(exc_type, exc, tb)
 
     async def __aenter__(self) -> Self:
-        self._held.set((*self._held.get(), await self._atake()))
+        self._enter(await self.aacquire())
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        # A cancellation arriving now must not leave the slot held until it expires.
-        try:
-            await asyncio.shield(self._agive(self._innermost()))
-        finally:
-            self._held.set(self._held.get()[:-1])
+        await self._exit().__aexit__(exc_type, exc, tb)
 
-    # -- the held slot ----------------------------------------------------------------
+    def _enter(self, lease: Lease) -> None:
+        self._entered.append(lease)
+        leases.push(lease)
+
+    def _exit(self) -> Lease:
+        """The lease this exit gives back: this context's innermost, else the latest entered."""
+        while True:
+            lease = leases.held(self, among=self._entered) or self._latest()
+            if lease is None:
+                raise RuntimeError(f'{self!r} is not held here: enter it first')
+            try:
+                self._entered.remove(lease)
+            except ValueError:  # another thread's exit took it first: pick again
+                continue
+            return lease
+
+    def _lease(self) -> Lease:
+        """The lease `extend()` acts on: this context's innermost, else the latest entered."""
+        lease = leases.held(self) or self._latest()
+        if lease is None:
+            raise RuntimeError(f'{self!r} is not held here: enter it first')
+        return lease
+
+    def _latest(self) -> Lease | None:
+        try:
+            return self._entered[-1]
+        except IndexError:  # emptied by another thread's exit
+            return None
+
+    # -- the held slot ----------------------------------------------------------------------
 
     def extend(self, seconds: float | None = None) -> bool:
         """Push the innermost held slot's expiry to `seconds` from now (default: slot_exp).
 
         One round trip. Returns False if the slot was already lost (expired); it is not
-        taken back then. Raises RuntimeError outside `with`.
+        taken back then. Raises RuntimeError when this pool is not held.
         """
-        backend, call = self._extend_call(self._innermost().slot, seconds)
-        return flag(backend.run(call), call)
+        return self._lease().extend(seconds)
 
     async def aextend(self, seconds: float | None = None) -> bool:
         """Push the innermost held slot's expiry out; see `extend`."""
-        backend, call = self._extend_call(self._innermost().slot, seconds)
-        return flag(await backend.arun(call), call)
+        return await self._lease().aextend(seconds)
 
-    # -- reading the pool -------------------------------------------------------------
+    # -- reading the pool -------------------------------------------------------------------
 
     def size(self) -> int:
         """How many slots are held now (expired ones excluded). One round trip."""
@@ -231,175 +399,13 @@ class pool:
 
         When the pool is full (after waiting, if the pool waits): raise
         `CachifyPoolFullError` if `raise_on_full`, else return `on_full(*args, **kwargs)`
-        (awaited if awaitable) if given, else return None.
+        (awaited if awaitable) if given, else return None. Inside, `extend()` works.
         """
         from .decorators import decorator
 
         return decorator(lambda args, kwargs: self, on_full=on_full, raise_on_full=raise_on_full)
 
-    # -- taking and giving a slot: one flow, driven by a sync and an async shell -------
-
-    def _take(self) -> _Lease:
-        settings = self._settings or current()
-        backend, slot = settings.backend, new_slot_id()
-        channel = pool_keys(settings.prefix + self._key).channel
-        woken: threading.Event | None = None  # made only if the pool is full: most takes never wait
-        flow = self._acquire_flow(settings, slot)
-        try:
-            step = next(flow)
-            while True:
-                if step is _LISTEN:
-                    woken = threading.Event()
-                    backend.wakeups.add(channel, slot, woken.set)
-                    backend.listen(channel)
-                    reply = None
-                elif isinstance(step, _Wait):
-                    assert woken is not None
-                    woken.wait(step.seconds)
-                    woken.clear()  # before the next try: a release after it sets it again
-                    reply = None
-                else:
-                    assert isinstance(step, Call)
-                    reply = backend.run(step)
-                step = flow.send(reply)
-        except StopIteration:
-            return self._start_renewal(_Lease(slot))
-        except CachifyPoolFullError:
-            raise
-        except BaseException:
-            for call in self._cleanup_calls(settings, slot):
-                with contextlib.suppress(Exception):
-                    backend.run(call)
-            raise
-        finally:
-            if woken is not None:
-                backend.wakeups.discard(channel, slot)
-
-    async def _atake(self) -> _Lease:
-        settings = self._settings or current()
-        backend, slot = settings.backend, new_slot_id()
-        channel = pool_keys(settings.prefix + self._key).channel
-        woken: asyncio.Event | None = None
-        flow = self._acquire_flow(settings, slot)
-        try:
-            step = next(flow)
-            while True:
-                if step is _LISTEN:
-                    woken = asyncio.Event()
-                    wake = partial(asyncio.get_running_loop().call_soon_threadsafe, woken.set)
-                    backend.wakeups.add(channel, slot, wake)
-                    await backend.alisten(channel)
-                    reply = None
-                elif isinstance(step, _Wait):
-                    assert woken is not None
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(woken.wait(), step.seconds)
-                    woken.clear()
-                    reply = None
-                else:
-                    assert isinstance(step, Call)
-                    reply = await backend.arun(step)
-                step = flow.send(reply)
-        except StopIteration:
-            return self._start_arenewal(_Lease(slot))
-        except CachifyPoolFullError:
-            raise
-        except BaseException:
-            # Cancelled or failed mid-call: the acquire may have landed. Give the slot back
-            # now rather than leave it held by nobody until it expires.
-            for call in self._cleanup_calls(settings, slot):
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(backend.arun(call))
-            raise
-        finally:
-            if woken is not None:
-                backend.wakeups.discard(channel, slot)
-
-    def _acquire_flow(self, settings: Settings, slot: str) -> Generator[_Step, object, None]:
-        """The acquire rules, free of I/O: yields calls to run and waits; returns on success."""
-        queue = self._fair and not self._nowait
-        call = acquire_call(settings.prefix, self._key, slot, self._max_size, ttl_ms(self._lifetime(settings)), queue)
-        result = attempt((yield call), call)
-        if result.acquired:
-            return
-        if self._nowait:
-            raise CachifyPoolFullError(self._key, self._max_size)
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        # Listen before the next try: a release between that try and the wait still wakes us.
-        yield _LISTEN
-        while True:
-            result = attempt((yield call), call)
-            if result.acquired:
-                return
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                if queue:
-                    yield leave_call(settings.prefix, self._key, slot)
-                raise CachifyPoolFullError(self._key, self._max_size)
-            # Woken by a release; else by the nearest expiry (expiry sends no message); the
-            # fallback poll only guards against a lost message.
-            expiry = None if result.next_expiry is None else result.next_expiry + 0.001
-            yield _Wait(min(x for x in (left, expiry, FALLBACK_POLL) if x is not None))
-
-    def _cleanup_calls(self, settings: Settings, slot: str) -> tuple[Call, ...]:
-        """What gives back a slot whose acquire may or may not have landed (best effort)."""
-        release = release_call(settings.prefix, self._key, slot, self._max_size)
-        return (release, leave_call(settings.prefix, self._key, slot)) if self._fair else (release,)
-
-    def _give(self, lease: _Lease) -> bool:
-        if lease.stop is not None:
-            lease.stop()
-        backend, call = self._call(release_call, lease.slot, self._max_size)
-        return self._report(flag(backend.run(call), call), lease)
-
-    async def _agive(self, lease: _Lease) -> bool:
-        if lease.stop is not None:
-            lease.stop()
-        backend, call = self._call(release_call, lease.slot, self._max_size)
-        return self._report(flag(await backend.arun(call), call), lease)
-
-    def _report(self, released: bool, lease: _Lease) -> bool:
-        if not released:
-            log.warning(
-                'py_cachify: the slot %s of pool %r had expired before it was released '
-                '(held longer than slot_exp); another holder may have run alongside',
-                lease.slot,
-                self._key,
-            )
-        return released
-
-    # -- auto-renewal -------------------------------------------------------------------
-
-    def _start_renewal(self, lease: _Lease) -> _Lease:
-        every = self._renew_every()
-        if every is not None:
-            lease.stop = renewal.in_thread(every, partial(self._extend_slot, lease.slot), self._key, self._on_lost)
-        return lease
-
-    def _start_arenewal(self, lease: _Lease) -> _Lease:
-        every = self._renew_every()
-        if every is not None:
-            lease.stop = renewal.in_task(every, partial(self._aextend_slot, lease.slot), self._key, self._on_lost)
-        return lease
-
-    def _renew_every(self) -> float | None:
-        slot_exp = self._lifetime(self._settings or current()) if self._auto_renew else None
-        return None if slot_exp is None else slot_exp * renewal.EVERY
-
-    # -- calls --------------------------------------------------------------------------
-
-    def _extend_slot(self, slot: str) -> bool:
-        backend, call = self._extend_call(slot, None)
-        return flag(backend.run(call), call)
-
-    async def _aextend_slot(self, slot: str) -> bool:
-        backend, call = self._extend_call(slot, None)
-        return flag(await backend.arun(call), call)
-
-    def _extend_call(self, slot: str, seconds: float | None) -> tuple[Backend, Call]:
-        settings = self._settings or current()
-        slot_exp = self._lifetime(settings) if seconds is None else validate_seconds(seconds, 'seconds')
-        return settings.backend, extend_call(settings.prefix, self._key, slot, ttl_ms(slot_exp))
+    # -- calls ------------------------------------------------------------------------------
 
     def _lifetime(self, settings: Settings) -> SlotExp:
         return settings.default_slot_exp if isinstance(self._slot_exp, UnsetType) else self._slot_exp
@@ -408,8 +414,21 @@ class pool:
         settings = self._settings or current()
         return settings.backend, make(settings.prefix, self._key, *args)
 
-    def _innermost(self) -> _Lease:
-        held = self._held.get()
-        if not held:
-            raise RuntimeError(f'{self!r} is not held here: enter it first')
-        return held[-1]
+
+def _admission(max_size: int, shed_at: object) -> int:
+    """How many holders an acquire admits: `max_size`, or fewer when shedding load early."""
+    if shed_at is None:
+        return max_size
+    if isinstance(shed_at, bool) or not isinstance(shed_at, (int, float)):
+        raise TypeError(f'shed_at must be a fraction of max_size (0 < shed_at <= 1) or None, got {shed_at!r}')
+    if not 0 < shed_at <= 1:
+        raise ValueError(f'shed_at must be a fraction of max_size (0 < shed_at <= 1), got {shed_at!r}')
+    admit = math.floor(max_size * shed_at + 1e-9)  # 10 * 0.8 is 8 exactly, not 7.999...
+    if admit < 1:
+        raise ValueError(f'shed_at={shed_at!r} of max_size={max_size} admits nobody')
+    return admit
+
+
+def _transient(exc: BaseException) -> bool:
+    """A store failure that may pass: what it left undone is retried in the background."""
+    return isinstance(exc, CachifyBackendError) and exc.transient

@@ -23,10 +23,11 @@ class Settings:
 _global: Settings | None = None
 
 
-def install(settings: Settings) -> None:
-    """Make `settings` what module-level `pool` / `pooled` use from now on."""
+def install(settings: Settings) -> Settings | None:
+    """Make `settings` what module-level `pool` / `pooled` use from now on; returns the replaced ones."""
     global _global
-    _global = settings
+    replaced, _global = _global, settings
+    return replaced
 
 
 def current() -> Settings:

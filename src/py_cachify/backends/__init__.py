@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..giveback import GiveBacks
 from ..notify import Wakeups
 from ..ops import Call
 
@@ -14,6 +15,7 @@ class Backend(Protocol):
     """Runs one atomic pool operation and returns the script's raw reply; routes wake-ups."""
 
     wakeups: Wakeups
+    give_backs: GiveBacks
 
     def run(self, call: Call) -> object:
         """Run `call` from synchronous code."""
@@ -24,9 +26,18 @@ class Backend(Protocol):
         ...
 
     def listen(self, channel: str) -> None:
-        """Make sure release messages on `channel` reach `wakeups` (sync callers)."""
+        """Ask for release messages on `channel` to reach `wakeups` from now on.
+
+        Never blocks and never raises: a waiter does not wait for its subscription. Whenever
+        the channel becomes subscribed (again), every local waiter on it is woken to retry,
+        so a release that happened before the subscription is not missed.
+        """
         ...
 
-    async def alisten(self, channel: str) -> None:
-        """Make sure release messages on `channel` reach `wakeups` (asyncio callers)."""
+    def close(self) -> None:
+        """Stop listeners and background retries; close pub/sub connections."""
+        ...
+
+    async def aclose(self) -> None:
+        """`close`, waiting for this event loop's listener and retry tasks to end."""
         ...

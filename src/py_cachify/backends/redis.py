@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any, get_args
 
+from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.exceptions import RedisError
 
 from ..errors import CachifyBackendError, CachifyInitError
+from ..giveback import GiveBacks
 from ..notify import TaskSubscriber, ThreadSubscriber, Wakeups
 from ..ops import Call, ScriptName
 from ..scripts import source
@@ -29,6 +30,7 @@ class RedisBackend:
         self._sync = {n: sync_client.register_script(source(n)) for n in _SCRIPTS} if sync_client else None
         self._async = {n: async_client.register_script(source(n)) for n in _SCRIPTS} if async_client else None
         self.wakeups = Wakeups()
+        self.give_backs = GiveBacks(self.run if sync_client else None, self.arun)
         # redis-py's asyncio cluster client breaks when its first commands run concurrently
         # (seen with 8.1: "'NoneType' object has no attribute 'writelines'"); initialize it once first.
         self._async_cluster = async_client if isinstance(async_client, AsyncRedisCluster) else None
@@ -51,14 +53,22 @@ class RedisBackend:
         elif self._task_subscriber is not None:
             await self._task_subscriber.ensure(channel)
 
+    def close(self) -> None:
+        """Stop the background give-backs (the wake-up listener's part is added below)."""
+        self.give_backs.close()
+
+    async def aclose(self) -> None:
+        """See `close`."""
+        await self.give_backs.aclose()
+
     def run(self, call: Call) -> object:
         """Run `call` on the sync client."""
         if self._sync is None:
             raise CachifyInitError(f'pool {call.pool!r} is used from sync code, but no sync_client was given')
         try:
             return self._sync[call.script](keys=call.keys, args=call.args)
-        except RedisError as exc:
-            raise CachifyBackendError(call.pool, f'{type(exc).__name__}: {exc}') from exc
+        except Exception as exc:
+            raise backend_error(call, exc) from exc
 
     async def arun(self, call: Call) -> object:
         """Run `call` on the asyncio client."""
@@ -69,8 +79,8 @@ class RedisBackend:
             if self._async_cluster is not None:
                 await self._initialize_cluster(self._async_cluster)
             reply = await self._async[call.script](keys=call.keys, args=call.args)
-        except RedisError as exc:
-            raise CachifyBackendError(call.pool, f'{type(exc).__name__}: {exc}') from exc
+        except Exception as exc:
+            raise backend_error(call, exc) from exc
         if _cancel_requests() > cancels:
             # redis-py's asyncio client can swallow a cancellation that lands mid-command
             # (seen with 8.1); honour it here, so a cancelled acquire gives its slot back.
@@ -85,6 +95,28 @@ class RedisBackend:
         async with self._async_init_lock:
             if getattr(client, '_initialize', False):
                 await client.initialize()
+
+
+# Failures that may pass by themselves: the same call can succeed later (a failover, a restart,
+# a partition). Anything else (WRONGTYPE, a script error, a client bound to another event loop)
+# will fail the same way again.
+_TRANSIENT: tuple[type[Exception], ...] = (
+    rex.ConnectionError,  # covers BusyLoadingError
+    rex.TimeoutError,
+    OSError,  # a socket error redis-py did not wrap
+    rex.ClusterDownError,
+    rex.TryAgainError,
+    rex.ReadOnlyError,  # a write reached a master that was demoted mid-failover
+    rex.MasterDownError,
+)
+
+
+def backend_error(call: Call, exc: Exception) -> CachifyBackendError:
+    """What a caller sees of any failure while talking to the store: a `CachifyBackendError`."""
+    # redis-py's asyncio cluster client can fail mid-failover on a connection it has torn
+    # down ("'NoneType' object has no attribute 'writelines'"): a lost connection too.
+    transient = isinstance(exc, _TRANSIENT) or (isinstance(exc, AttributeError) and "'NoneType'" in str(exc))
+    return CachifyBackendError(call.pool, f'{type(exc).__name__}: {exc}', transient=transient)
 
 
 def _cancel_requests() -> int:
