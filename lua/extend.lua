@@ -1,4 +1,5 @@
 -- extend.lua: push a held slot's expiry out, only if the caller still holds it.
+-- Loaded after _lib.lua.
 --
 -- KEYS[1]  slots (see acquire.lua)
 -- ARGV[1]  the caller's slot id
@@ -8,18 +9,11 @@
 --          0 the slot is gone (expired, possibly purged): the caller no longer holds it
 --         -1 the server's clock reads 0
 local slots, slot, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock()
 if now <= 0 then return -1 end
 
 local expiry = redis.call('ZSCORE', slots, slot)
 if not expiry or (expiry ~= 'inf' and tonumber(expiry) <= now) then return 0 end
-if ttl == 0 then
-  redis.call('ZADD', slots, 'XX', 'inf', slot)
-  redis.call('PERSIST', slots)
-else
-  redis.call('ZADD', slots, 'XX', now + ttl, slot)
-  local pttl = redis.call('PTTL', slots)
-  if pttl >= 0 and pttl < ttl then redis.call('PEXPIRE', slots, ttl) end
-end
+redis.call('ZADD', slots, 'XX', ttl == 0 and 'inf' or now + ttl, slot)
+keep_ttl(slots, now)
 return 1

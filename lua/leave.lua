@@ -1,5 +1,6 @@
 -- leave.lua: a waiter that gives up (timeout, cancellation) leaves the queue now rather
--- than when its lease runs out, and passes on any wake-up it was owed.
+-- than when its lease runs out, and passes on any wake-up it was owed. Loaded after
+-- _lib.lua (it needs none of it: no clock, no slots).
 --
 -- KEYS[1]  queue (see acquire.lua)
 -- KEYS[2]  queue leases (see acquire.lua)

@@ -1,9 +1,9 @@
--- size.lua: count the live (not yet expired) slots of a pool. Writes nothing.
+-- size.lua: count the live (not yet expired) slots of a pool, O(log n). Writes nothing.
+-- Loaded after _lib.lua.
 --
--- KEYS[1]  the pool's sorted set (see acquire.lua)
+-- KEYS[1]  slots (see acquire.lua)
 --
 -- Reply    the number of live slots, or -1 when the server's clock reads 0
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = clock()
 if now <= 0 then return -1 end
-return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+return live_count(KEYS[1], now)

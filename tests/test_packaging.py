@@ -31,5 +31,6 @@ def test_the_package_reads_every_script() -> None:
     from py_cachify.ops import ScriptName
     from py_cachify.scripts import source
 
+    library = (ROOT / 'lua' / '_lib.lua').read_text()
     for name in ScriptName.__args__:  # type: ignore[attr-defined]
-        assert source(name) == (ROOT / 'lua' / f'{name}.lua').read_text()
+        assert source(name) == library + '\n' + (ROOT / 'lua' / f'{name}.lua').read_text()

@@ -18,6 +18,9 @@ from .errors import CachifyBackendError
 
 __all__ = [
     'FALLBACK_POLL',
+    'HOLDERS_LIMIT',
+    'MAX_SECONDS',
+    'PURGE_BATCH',
     'QUEUE_LEASE_MS',
     'UNSET',
     'Attempt',
@@ -40,6 +43,7 @@ __all__ = [
     'size_call',
     'ttl_ms',
     'validate_key',
+    'validate_limit',
     'validate_max_size',
     'validate_seconds',
     'validate_slot_exp',
@@ -76,6 +80,19 @@ _ACQUIRED, _ALREADY_HELD, _NOT_ACQUIRED, _NO_CLOCK = 1, 2, 0, -1
 # at least every FALLBACK_POLL seconds, so only a dead or departed waiter ever lapses.
 QUEUE_LEASE_MS = 5_000
 FALLBACK_POLL = 1.0
+
+# The scripts do bounded work per call: purge drops at most this many expired slots per
+# call (pool.purge() repeats it), holders lists at most this many slots unless told more.
+PURGE_BATCH = 1_000
+HOLDERS_LIMIT = 1_000
+
+# Lua numbers are doubles that `..` prints with %.14g: an expiry (ms since the epoch, about
+# 1.8e12 today) plus a lifetime must stay an exact integer below 1e14. 1e10 s (317 years)
+# as whole ms leaves that margin for centuries.
+MAX_SECONDS = 10**10
+# A sorted set holds fewer than 2**32 members, so any larger max_size or limit means the
+# same as 2**32; sending that keeps every number a script computes from them exact.
+_MAX_MEMBERS = 2**32
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,20 @@ def validate_seconds(value: object, name: str) -> float:
         raise TypeError(f'{name} must be seconds (int or float > 0), got {value!r}')
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f'{name} must be seconds > 0, got {value!r}')
+    if value > MAX_SECONDS:
+        raise ValueError(
+            f'{name} must be at most {MAX_SECONDS:,} seconds (about 317 years; use None for never), got {value!r}'
+        )
     return value
+
+
+def validate_limit(limit: object, name: str = 'limit') -> int:
+    """Return `limit` if it is an int >= 1, else raise naming it."""
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f'{name} must be an int >= 1, got {limit!r} ({type(limit).__name__})')
+    if limit < 1:
+        raise ValueError(f'{name} must be an int >= 1, got {limit!r}')
+    return limit
 
 
 def validate_timeout(timeout: object) -> float | None:
@@ -178,13 +208,14 @@ def new_slot_id() -> str:
 def acquire_call(prefix: str, key: str, slot: str, max_size: int, ttl: int, queue: bool = False) -> Call:
     """acquire.lua: take `slot` if the pool has room (`ttl` ms, 0 = never); `queue` to wait in line."""
     k = pool_keys(prefix + key)
-    return Call('acquire', (k.slots, k.queue, k.leases), (slot, max_size, ttl, int(queue), QUEUE_LEASE_MS), key)
+    args = (slot, min(max_size, _MAX_MEMBERS), ttl, int(queue), QUEUE_LEASE_MS)
+    return Call('acquire', (k.slots, k.queue, k.leases), args, key)
 
 
 def release_call(prefix: str, key: str, slot: str, max_size: int) -> Call:
     """release.lua: give back `slot` and wake the waiter it is owed to."""
     k = pool_keys(prefix + key)
-    return Call('release', (k.slots, k.queue), (slot, max_size, k.channel), key)
+    return Call('release', (k.slots, k.queue, k.leases), (slot, min(max_size, _MAX_MEMBERS), k.channel), key)
 
 
 def leave_call(prefix: str, key: str, slot: str) -> Call:
@@ -203,14 +234,17 @@ def size_call(prefix: str, key: str) -> Call:
     return Call('size', (pool_keys(prefix + key).slots,), (), key)
 
 
-def purge_call(prefix: str, key: str) -> Call:
-    """purge.lua: drop the expired slots."""
-    return Call('purge', (pool_keys(prefix + key).slots,), (), key)
+def purge_call(prefix: str, key: str, limit: int = PURGE_BATCH) -> Call:
+    """purge.lua: drop at most `limit` expired slots; it answers how many it dropped.
+
+    Fewer than `limit` dropped means none is left: a drain repeats it until then.
+    """
+    return Call('purge', (pool_keys(prefix + key).slots,), (min(validate_limit(limit), _MAX_MEMBERS),), key)
 
 
-def holders_call(prefix: str, key: str) -> Call:
-    """holders.lua: the live slots and the ms each has left."""
-    return Call('holders', (pool_keys(prefix + key).slots,), (), key)
+def holders_call(prefix: str, key: str, limit: int = HOLDERS_LIMIT) -> Call:
+    """holders.lua: the `limit` live slots that expire soonest, and the ms each has left."""
+    return Call('holders', (pool_keys(prefix + key).slots,), (min(validate_limit(limit), _MAX_MEMBERS),), key)
 
 
 def attempt(reply: object, call: Call) -> Attempt:

@@ -8,12 +8,19 @@ from pathlib import Path
 
 from .ops import ScriptName
 
-__all__ = ['source']
+__all__ = ['LIBRARY', 'source']
+
+# Shared by every script (clock, batch size, key-TTL rule), put in front of each at load.
+LIBRARY = '_lib'
 
 
 @functools.cache
 def source(name: ScriptName) -> str:
-    """The text of `lua/<name>.lua`."""
+    """The text to load for the script `name`: `lua/_lib.lua`, then `lua/<name>.lua`."""
+    return _read(LIBRARY) + '\n' + _read(name)
+
+
+def _read(name: str) -> str:
     packaged = files('py_cachify') / 'lua' / f'{name}.lua'
     if packaged.is_file():
         return packaged.read_text(encoding='utf-8')

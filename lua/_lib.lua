@@ -1,0 +1,62 @@
+-- _lib.lua: what every script shares. scripts.py puts this text in front of each script
+-- when it loads it, so the clock, the batch size and the key-TTL rule exist once.
+--
+-- Numbers: Lua numbers are doubles and `..` prints them with %.14g, so every number a
+-- script builds stays an exact integer below 1e14 (ops.py bounds max_size, lifetimes and
+-- limits before a call is made); ms since the epoch are about 1.8e12.
+
+-- Lua 5.4 engines have table.unpack only.
+local unpack = table.unpack or unpack
+
+-- Expired slots and lapsed waiters are dropped at most this many per call, so a backlog
+-- (a crashed fleet's slots) never makes one call long.
+local BATCH = 100
+
+-- Redis's clock, never the client's: workers with skewed clocks still agree. Returns ms and
+-- µs since the epoch; ms reads 0 only on a broken server, and the scripts that stamp or
+-- compare expiries refuse to run then.
+local function clock()
+  local t = redis.call('TIME')
+  local s, us = tonumber(t[1]), tonumber(t[2])
+  return s * 1000 + math.floor(us / 1000), s * 1000000 + us
+end
+
+-- The key-TTL rule, for every script that adds, moves or removes a slot: the slots key lives
+-- as long as its latest slot, and for ever while any slot never expires ('inf'). An
+-- abandoned pool then vanishes with its last slot, and a held one never does. When even the
+-- latest slot has expired, the key goes at the next ms: Redis's expiry frees it, not this
+-- call, whose work must not grow with a backlog of expired slots.
+local function keep_ttl(slots, now)
+  local latest = redis.call('ZRANGE', slots, -1, -1, 'WITHSCORES')[2]
+  if latest == 'inf' then
+    redis.call('PERSIST', slots)
+  elseif latest then
+    redis.call('PEXPIREAT', slots, math.max(tonumber(latest), now + 1))
+  end
+end
+
+-- Drop up to `limit` expired slots; they hold the lowest scores, so this is one range by
+-- rank, O(log n + limit). Returns how many were dropped.
+local function drop_expired(slots, now, limit)
+  local n = redis.call('ZCOUNT', slots, '-inf', now)
+  if n > limit then n = limit end
+  if n > 0 then redis.call('ZREMRANGEBYRANK', slots, 0, n - 1) end
+  return n
+end
+
+-- Live slots are counted by expiry, not by ZCARD: expired ones may still wait to be dropped.
+local function live_count(slots, now)
+  return redis.call('ZCOUNT', slots, '(' .. now, '+inf')
+end
+
+-- Waiters whose queue lease ran out have died or given up: up to BATCH of them lose
+-- their place (the earliest lapsed first).
+local function drop_lapsed(queue, leases, now)
+  local gone = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, BATCH)
+  if #gone > 0 then
+    redis.call('ZREM', queue, unpack(gone))
+    redis.call('ZREM', leases, unpack(gone))
+  end
+end
+
+-- End of _lib.lua; the operation's own script follows.
