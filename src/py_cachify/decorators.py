@@ -6,8 +6,11 @@ import functools
 import inspect
 import re
 import string
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, Protocol, cast, overload
+
+# TypeVar from typing_extensions: a default for `Full` (PEP 696) before Python 3.13.
+from typing_extensions import Never, Self, TypeVar
 
 from .errors import CachifyPoolFullError
 from .ops import UNSET, SlotExp, UnsetType
@@ -18,46 +21,172 @@ if TYPE_CHECKING:
     from .pool import PoolOptions, pool
     from .settings import Settings
 
-__all__ = ['AsyncPooled', 'PooledDecorator', 'SyncPooled', 'decorator', 'pooled']
+__all__ = [
+    'AsyncOnFullDecorator',
+    'AsyncPooled',
+    'OnFullDecorator',
+    'PooledDecorator',
+    'SyncPooled',
+    'decorator',
+    'pooled',
+]
 
 P = ParamSpec('P')
+Q = ParamSpec('Q')
 R = TypeVar('R')
+S = TypeVar('S')
+T = TypeVar('T')
+# What a call returns instead of running when the pool is full: None by default, `on_full`'s
+# result with one, nothing (Never) with raise_on_full=True. Covariant, so every wrapper is also
+# a `SyncPooled[P, R]` (None), the two-argument form py-cachify 3.1.0 annotations use.
+Full = TypeVar('Full', covariant=True, default=None)
 
 PoolFor = Callable[[tuple[Any, ...], dict[str, Any]], 'pool']
 
 
-class SyncPooled(Protocol[P, R]):
-    """A sync function wrapped by `pooled`: returns None (or `on_full`'s value) when full."""
+class SyncPooled(Protocol[P, R, Full]):
+    """A sync function wrapped by `pooled`: returns `R`, or `Full` (None unless said) when full."""
 
     __wrapped__: Callable[P, R]
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | None: ...
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Full: ...
 
     def size(self, *args: P.args, **kwargs: P.kwargs) -> int:
         """Live slots of the pool this call would use."""
         ...
 
+    # Read off an instance, a decorated method is bound to it like the function it wraps.
+    @overload
+    def __get__(self, instance: None, owner: type[Any], /) -> Self: ...
 
-class AsyncPooled(Protocol[P, R]):
-    """An async function wrapped by `pooled`: returns None (or `on_full`'s value) when full."""
+    @overload
+    def __get__(
+        self: SyncPooled[Concatenate[S, Q], R, Full], instance: S, owner: type[Any], /
+    ) -> Callable[Q, R | Full]: ...
+
+
+class AsyncPooled(Protocol[P, R, Full]):
+    """An async function wrapped by `pooled`: returns `R`, or `Full` (None unless said) when full."""
 
     __wrapped__: Callable[P, Awaitable[R]]
 
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | None: ...
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Full: ...
 
     async def size(self, *args: P.args, **kwargs: P.kwargs) -> int:
         """Live slots of the pool this call would use."""
         ...
 
-
-class PooledDecorator(Protocol):
-    """What `pooled(...)` returns: a decorator for a sync or an async function."""
+    @overload
+    def __get__(self, instance: None, owner: type[Any], /) -> Self: ...
 
     @overload
-    def __call__(self, func: Callable[P, Awaitable[R]]) -> AsyncPooled[P, R]: ...  # type: ignore[overload-overlap]
+    def __get__(
+        self: AsyncPooled[Concatenate[S, Q], R, Full], instance: S, owner: type[Any], /
+    ) -> Callable[Q, Coroutine[Any, Any, R | Full]]: ...
+
+
+class PooledDecorator(Protocol[Full]):
+    """What `pooled(...)` returns without `on_full`: a decorator for a sync or an async function."""
 
     @overload
-    def __call__(self, func: Callable[P, R]) -> SyncPooled[P, R]: ...
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> AsyncPooled[P, R, Full]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> SyncPooled[P, R, Full]: ...
+
+
+class OnFullDecorator(Protocol[P, Full]):
+    """What `pooled(..., on_full=f)` returns for a sync `f`: the function must take `f`'s arguments."""
+
+    @overload
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> AsyncPooled[P, R, Full]: ...  # type: ignore[overload-overlap]
+
+    @overload
+    def __call__(self, func: Callable[P, R], /) -> SyncPooled[P, R, Full]: ...
+
+
+class AsyncOnFullDecorator(Protocol[P, Full]):
+    """What `pooled(..., on_full=f)` returns for an async `f`: it decorates async functions only."""
+
+    def __call__(self, func: Callable[P, Awaitable[R]], /) -> AsyncPooled[P, R, Full]: ...
+
+
+@overload
+def pooled(
+    key: str,
+    max_size: int,
+    on_full: Callable[..., Any] | None,
+    raise_on_full: Literal[True],
+    slot_exp: SlotExp | UnsetType = UNSET,
+    *,
+    settings: Settings | None = None,
+    **options: Unpack[PoolOptions],
+) -> PooledDecorator[Never]: ...
+
+
+@overload
+def pooled(
+    key: str,
+    max_size: int,
+    on_full: Callable[..., Any] | None = None,
+    *,
+    raise_on_full: Literal[True],
+    slot_exp: SlotExp | UnsetType = UNSET,
+    settings: Settings | None = None,
+    **options: Unpack[PoolOptions],
+) -> PooledDecorator[Never]: ...
+
+
+@overload
+def pooled(  # type: ignore[overload-overlap]
+    key: str,
+    max_size: int,
+    on_full: Callable[P, Awaitable[T]],
+    raise_on_full: bool = False,
+    slot_exp: SlotExp | UnsetType = UNSET,
+    *,
+    settings: Settings | None = None,
+    **options: Unpack[PoolOptions],
+) -> AsyncOnFullDecorator[P, T]: ...
+
+
+@overload
+def pooled(  # type: ignore[overload-overlap]
+    key: str,
+    max_size: int,
+    on_full: Callable[P, T],
+    raise_on_full: bool = False,
+    slot_exp: SlotExp | UnsetType = UNSET,
+    *,
+    settings: Settings | None = None,
+    **options: Unpack[PoolOptions],
+) -> OnFullDecorator[P, T]: ...
+
+
+@overload
+def pooled(
+    key: str,
+    max_size: int,
+    on_full: None = None,
+    raise_on_full: bool = False,
+    slot_exp: SlotExp | UnsetType = UNSET,
+    *,
+    settings: Settings | None = None,
+    **options: Unpack[PoolOptions],
+) -> PooledDecorator[None]: ...
+
+
+@overload
+def pooled(
+    key: str,
+    max_size: int,
+    on_full: Callable[..., Any] | None,
+    raise_on_full: bool,
+    slot_exp: SlotExp | UnsetType = UNSET,
+    *,
+    settings: Settings | None = None,
+    **options: Unpack[PoolOptions],
+) -> PooledDecorator[Any]: ...
 
 
 def pooled(
@@ -69,7 +198,7 @@ def pooled(
     *,
     settings: Settings | None = None,
     **options: Unpack[PoolOptions],
-) -> PooledDecorator:
+) -> Any:
     """Decorate a sync or async function so each call holds a slot of a pool.
 
     `key` may name the function's arguments, `'user-{user_id}'`: each call formats it with
@@ -80,7 +209,9 @@ def pooled(
     `nowait`, `timeout`, `fair`, `auto_renew` and `on_lost` are as for `pool`.
 
     Raises `TypeError` / `ValueError` at decoration time for a bad `key`, `max_size` or
-    `slot_exp`, or a key naming an argument the function does not take.
+    `slot_exp`, a key naming an argument the function does not take, or an async `on_full`
+    for a sync function. A key whose fields cannot be read from a call's arguments
+    (`'{user.nope}'`) raises `ValueError` naming the template and the argument, at that call.
     """
     from .pool import pool
 
@@ -99,19 +230,34 @@ def pooled(
             raise_on_full,
         )(func)
 
-    return cast(PooledDecorator, decorate)
+    return decorate
 
 
-def decorator(pool_for: PoolFor, on_full: Callable[..., Any] | None, raise_on_full: bool) -> PooledDecorator:
+def decorator(pool_for: PoolFor, on_full: Callable[..., Any] | None, raise_on_full: bool) -> PooledDecorator[Any]:
     """The wrapping shared by `pooled()` and `pool.pooled()`; `pool_for` picks each call's pool."""
 
     def decorate(func: Callable[..., Any]) -> Any:
         # Sync or async is decided once, here, not on every call.
-        if inspect.iscoroutinefunction(inspect.unwrap(func)) or inspect.iscoroutinefunction(func):
+        if is_async(func):
             return _wrap_async(func, pool_for, on_full, raise_on_full)
+        if on_full is not None and is_async(on_full):
+            # Its coroutine would be returned to sync code un-awaited.
+            raise TypeError(f'on_full={on_full!r} is async, but {_name(func)} is sync: give a sync on_full')
         return _wrap_sync(func, pool_for, on_full, raise_on_full)
 
-    return cast(PooledDecorator, decorate)
+    return cast(PooledDecorator[Any], decorate)
+
+
+def is_async(func: Callable[..., Any]) -> bool:
+    """Whether calling `func` gives a coroutine: async functions, their wrappers and partials,
+    and objects whose `__call__` is `async def`."""
+    if inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(inspect.unwrap(func)):
+        return True
+    return inspect.iscoroutinefunction(type(func).__call__)
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return str(getattr(func, '__qualname__', None) or repr(func))
 
 
 def _wrap_sync(
@@ -172,6 +318,9 @@ class _KeyTemplate:
         except ValueError as exc:
             raise ValueError(f'pool key {template!r} is not a valid format string: {exc}') from None
         self.constant = not fields
+        # '{}' and '{.attr}' number themselves in order: name them as format() will read them.
+        auto = iter(range(len(fields)))
+        self._fields = [f'{next(auto)}{field}' if field[:1] in ('', '.', '[') else field for field in fields]
         params = self._signature.parameters.values()
         takes_var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
         takes_var_pos = any(p.kind is p.VAR_POSITIONAL for p in params)
@@ -202,3 +351,20 @@ class _KeyTemplate:
             return self._template.format(*positional, **named)
         except (IndexError, KeyError) as exc:
             raise ValueError(f'pool key {self._template!r} cannot be formatted from {bound}: missing {exc}') from None
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(self._unreadable(positional, named, exc)) from exc
+
+    def _unreadable(self, positional: tuple[Any, ...], named: dict[str, Any], exc: Exception) -> str:
+        """Say which field of the key could not be read from which argument, and why."""
+        formatter = string.Formatter()
+        for field in self._fields:
+            try:
+                formatter.get_field(field, positional, named)
+            except Exception as error:  # any failure to read it is the one to report
+                root = re.split(r'[.\[]', field, maxsplit=1)[0]
+                value = positional[int(root)] if root.isdigit() else named[root]
+                return (
+                    f'pool key {self._template!r} cannot read {{{field}}} from the argument {root}={value!r}: '
+                    f'{type(error).__name__}: {error}'
+                )
+        return f'pool key {self._template!r} cannot be formatted: {type(exc).__name__}: {exc}'

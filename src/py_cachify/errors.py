@@ -19,12 +19,26 @@ class CachifyPoolFullError(CachifyError):
     """Every slot of the pool is taken.
 
     Raised only when the pool answered "full": a Redis failure is a `CachifyBackendError`.
+    The pools raise it with the pool's `key` and `max_size`; your own code may raise it with
+    a message alone, `CachifyPoolFullError('no room')`, as py-cachify 3.1.0 allows (`key` and
+    `max_size` are None then).
     """
 
-    def __init__(self, key: str, max_size: int) -> None:
-        super().__init__(f'pool {key!r} is full (max_size={max_size})')
-        self.key = key
+    key: str | None
+    max_size: int | None
+
+    def __init__(self, key_or_message: str, max_size: int | None = None) -> None:
+        if max_size is None:
+            super().__init__(key_or_message)
+            self.key = None
+        else:
+            super().__init__(f'pool {key_or_message!r} is full (max_size={max_size})')
+            self.key = key_or_message
         self.max_size = max_size
+
+    def __reduce__(self) -> tuple[type[CachifyPoolFullError], tuple[str, int | None]]:
+        # Rebuilt from what it was made of, so it crosses process boundaries unchanged.
+        return type(self), (self.args[0] if self.key is None else self.key, self.max_size)
 
 
 class CachifyBackendError(CachifyError, RedisError):

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..giveback import GiveBacks
 from ..notify import Wakeups
 from ..ops import Call
 
@@ -35,6 +36,7 @@ class MemoryBackend:
         self._expiry: dict[str, float] = {}  # key -> ms when it vanishes, like a Redis TTL
         self._next_sweep = 0.0
         self.wakeups = Wakeups()
+        self.give_backs = GiveBacks(self.run, self.arun)  # never needed: nothing here fails in transit
 
     def run(self, call: Call) -> object:
         """Run `call` atomically."""
@@ -58,8 +60,13 @@ class MemoryBackend:
     def listen(self, channel: str) -> None:
         """Releases here wake waiters directly: there is nothing to subscribe to."""
 
-    async def alisten(self, channel: str) -> None:
-        """Releases here wake waiters directly: there is nothing to subscribe to."""
+    def close(self) -> None:
+        """Nothing runs in the background here but give-backs, which never fail."""
+        self.give_backs.close()
+
+    async def aclose(self) -> None:
+        """See `close`."""
+        await self.give_backs.aclose()
 
     # -- twins of the Lua scripts; each returns (reply, (channel, message) to publish or None)
 
