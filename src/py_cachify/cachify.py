@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import renewal
 from .backends.memory import MemoryBackend
 from .backends.redis import RedisBackend
 from .clients import check_clients
@@ -40,6 +41,19 @@ class Cachify:
         check_clients(sync_client, async_client)
         backend = RedisBackend(sync_client, async_client) if sync_client or async_client else MemoryBackend()
         self.settings = Settings(backend=backend, prefix=prefix, default_slot_exp=default_pool_slot_expiration)
+
+    def close(self) -> None:
+        """Stop this instance's wake-up listener, renewers and background give-backs, and close
+        its pub/sub connections. Held slots stay held until released or expired; pools keep
+        working afterwards, waiting by polling. Idempotent.
+        """
+        renewal.stop_all(self.settings.backend)
+        self.settings.backend.close()
+
+    async def aclose(self) -> None:
+        """`close`, from asyncio code: also waits for this event loop's listener and retry tasks."""
+        renewal.stop_all(self.settings.backend)
+        await self.settings.backend.aclose()
 
     def pool(
         self, key: str, max_size: int, slot_exp: SlotExp | UnsetType = UNSET, **options: Unpack[PoolOptions]
@@ -85,5 +99,9 @@ def init_cachify(
     """
     cachify = Cachify(sync_client, async_client, prefix, default_pool_slot_expiration)
     if is_global:
-        install(cachify.settings)
+        replaced = install(cachify.settings)
+        if replaced is not None:
+            # Its listener and renewers would otherwise run for the life of the process.
+            renewal.stop_all(replaced.backend)
+            replaced.backend.close()
     return cachify
