@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -17,10 +18,23 @@ import redis.cluster
 
 from py_cachify import Cachify, init_cachify, pool, settings
 
-from .redis_server import RedisCluster, RedisServer
+from .redis_server import RedisCluster, RedisServer, find_redis_server
 
 BACKENDS = ['memory', 'redis', 'cluster', 'fakeredis']
 _prefixes = itertools.count()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say which redis-server the suite starts (and which server $REDIS_URL points at)."""
+    try:
+        binary = find_redis_server()
+        version = subprocess.run([binary, '--version'], capture_output=True, text=True, timeout=10).stdout.strip()
+        lines = [f'redis-server: {binary} ({version})']
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        lines = [f'redis-server: none found ({exc})']
+    if os.environ.get('REDIS_URL'):
+        lines.append(f'standalone tests use $REDIS_URL={os.environ["REDIS_URL"]}')
+    return [*lines, f'redis-py {redis.__version__}, fakeredis {getattr(fakeredis, "__version__", "?")}']
 
 
 @pytest.fixture(scope='session')

@@ -15,6 +15,8 @@ import redis.asyncio
 
 from py_cachify import Cachify, CachifyPoolFullError, init_cachify
 
+from .waiting import TIMEOUT
+
 MAX = 3
 
 
@@ -35,15 +37,20 @@ class Counter:
         with self.lock:
             self.now -= 1
 
+    def enough(self) -> bool:
+        """Seen enough to judge: many entries, and the pool full at least once."""
+        return self.entered > 50 and self.peak >= MAX
+
 
 @pytest.mark.parametrize('backend', ['memory', 'redis'])
 def test_threads_sharing_one_pool_object_never_exceed_max_size(cachify: Cachify) -> None:
     p = cachify.pool('threads', max_size=MAX, slot_exp=30)
     counter = Counter()
-    deadline = time.monotonic() + 1.5
+    # Until enough entries and a full pool were seen, however slow the machine: not for a fixed time.
+    deadline = time.monotonic() + TIMEOUT
 
     def worker() -> None:
-        while time.monotonic() < deadline:
+        while not counter.enough() and time.monotonic() < deadline:
             try:
                 with p:
                     counter.enter()
@@ -53,10 +60,13 @@ def test_threads_sharing_one_pool_object_never_exceed_max_size(cachify: Cachify)
                 time.sleep(0.0005)
 
     threads = [threading.Thread(target=worker) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.start()
+    finally:
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join()
     assert counter.peak == MAX
     assert counter.entered > 50
     assert p.size() == 0
@@ -66,10 +76,10 @@ def test_threads_sharing_one_pool_object_never_exceed_max_size(cachify: Cachify)
 async def test_tasks_never_exceed_max_size(cachify: Cachify) -> None:
     p = cachify.pool('tasks', max_size=MAX, slot_exp=30)
     counter = Counter()
-    deadline = time.monotonic() + 1.0
+    deadline = time.monotonic() + TIMEOUT
 
     async def worker() -> None:
-        while time.monotonic() < deadline:
+        while not counter.enough() and time.monotonic() < deadline:
             try:
                 async with p:
                     counter.enter()
@@ -78,7 +88,13 @@ async def test_tasks_never_exceed_max_size(cachify: Cachify) -> None:
             except CachifyPoolFullError:
                 await asyncio.sleep(0.0005)
 
-    await asyncio.gather(*(worker() for _ in range(40)))
+    tasks = [asyncio.create_task(worker()) for _ in range(40)]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     assert counter.peak == MAX
     assert counter.entered > 50
     assert await p.asize() == 0
@@ -107,7 +123,8 @@ def _process_worker(
         for _ in range(10):
             hold()
         return
-    while time.time() < stop_at:
+    # Until the pool was seen full and used often enough, however slow the start-up was.
+    while (entered.value < 60 or peak.value < MAX) and time.time() < stop_at:
         hold()
 
 
@@ -117,19 +134,26 @@ def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Red
     ctx = multiprocessing.get_context('spawn')
     lock = ctx.Lock()
     now, peak, entered = ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False)
-    stop_at = time.time() + 4.0  # spawn start-up takes part of it
+    # Waiting workers start their calls together, 2 s in; the others stop once they saw enough.
+    stop_at = time.time() + (4.0 if wait else TIMEOUT)
     procs = [
         ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at, wait))
         for _ in range(4)
     ]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(30)
-        assert proc.exitcode == 0
+    try:
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+            assert proc.exitcode == 0
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
     assert peak.value == MAX
     # Waiting workers each make exactly 10 calls: every one of them got its turn.
-    assert entered.value == 40 if wait else entered.value > 20
+    assert entered.value == 40 if wait else entered.value >= 60
     assert redis_client.exists('{procs-procs-pool}:slots') == 0
 
 

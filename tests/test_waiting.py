@@ -19,6 +19,13 @@ from py_cachify.ops import Call, pool_keys
 from py_cachify.settings import Settings
 
 from .conftest import Api
+from .waiting import await_until, wait_until
+
+
+def waiters(cachify: Cachify, key: str) -> int:
+    """How many local waiters wait on pool `key` now: a waiter registers after its first try."""
+    channel = pool_keys(cachify.settings.prefix + key).channel
+    return len(cachify.settings.backend.wakeups._waiters.get(channel, {}))
 
 
 @pytest.fixture
@@ -79,12 +86,18 @@ async def test_fair_waiters_get_the_slot_in_arrival_order(cachify: Cachify) -> N
             order.append(i)
             await asyncio.sleep(0.005)
 
-    async with holder:
-        tasks = []
-        for i in range(20):
-            tasks.append(asyncio.create_task(wait_in_line(i)))
-            await asyncio.sleep(0.03)  # each is queued before the next arrives
-    await asyncio.gather(*tasks)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with holder:
+            for i in range(20):
+                tasks.append(asyncio.create_task(wait_in_line(i)))
+                # Each is queued (its first try failed, it waits) before the next arrives.
+                await await_until(lambda n=i + 1: waiters(cachify, 'fifo') == n)
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     assert order == list(range(20))
 
 
@@ -97,14 +110,16 @@ def test_fair_waiting_threads_get_the_slot_in_arrival_order(cachify: Cachify) ->
             order.append(i)
             time.sleep(0.005)
 
-    with cachify.pool('fifo-threads', max_size=1):
-        threads = []
-        for i in range(20):
-            threads.append(threading.Thread(target=wait_in_line, args=(i,)))
-            threads[-1].start()
-            time.sleep(0.03)
-    for thread in threads:
-        thread.join()
+    threads: list[threading.Thread] = []
+    try:
+        with cachify.pool('fifo-threads', max_size=1):
+            for i in range(20):
+                threads.append(threading.Thread(target=wait_in_line, args=(i,)))
+                threads[-1].start()
+                wait_until(lambda n=i + 1: waiters(cachify, 'fifo-threads') == n)
+    finally:
+        for thread in threads:
+            thread.join()  # each gives up after its 30 s timeout at worst
     assert order == list(range(20))
 
 
@@ -113,8 +128,10 @@ async def test_a_cancelled_fair_waiter_leaves_the_queue(cachify: Cachify) -> Non
     queued = cachify.pool('leaving', max_size=1, nowait=False, fair=True)
     async with holder:
         task = asyncio.create_task(queued.__aenter__())
-        await asyncio.sleep(0.1)
-        task.cancel()
+        try:
+            await await_until(lambda: waiters(cachify, 'leaving') == 1)
+        finally:
+            task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         # Nobody is queued ahead any more: a newcomer may take the slot once it is free.
@@ -124,20 +141,27 @@ async def test_a_cancelled_fair_waiter_leaves_the_queue(cachify: Cachify) -> Non
 
 
 async def test_pooled_waits_then_calls_on_full(cachify: Cachify) -> None:
+    entered, leave = asyncio.Event(), asyncio.Event()
+
     @cachify.pooled(key='dec-wait', max_size=1, on_full=lambda: 'gave up', nowait=False, timeout=0.2)
     async def work() -> str:
-        await asyncio.sleep(0.5)
+        entered.set()
+        await leave.wait()
         return 'done'
 
-    @cachify.pooled(key='dec-wait', max_size=1, nowait=False, timeout=5)
+    @cachify.pooled(key='dec-wait', max_size=1, nowait=False, timeout=30)
     async def patient() -> str:
         return 'done'
 
     first = asyncio.create_task(work())
-    await asyncio.sleep(0.05)
-    assert await work() == 'gave up'
-    assert await patient() == 'done'
-    assert await first == 'done'
+    try:
+        await entered.wait()
+        assert await work() == 'gave up'
+        leave.set()
+        assert await patient() == 'done'
+        assert await first == 'done'
+    finally:
+        first.cancel()
 
 
 async def test_hundreds_of_async_waiters_share_one_subscriber_connection(
@@ -150,7 +174,7 @@ async def test_hundreds_of_async_waiters_share_one_subscriber_connection(
     client = redis.asyncio.Redis.from_url(redis_url, max_connections=400)
     cachify = init_cachify(async_client=client, prefix='crowd-', is_global=False)
     before = subscribers()
-    p = cachify.pool('crowd', max_size=1, nowait=False, timeout=30)
+    p = cachify.pool('crowd', max_size=1, nowait=False, timeout=60)
     done = 0
 
     async def wait() -> None:
@@ -158,14 +182,22 @@ async def test_hundreds_of_async_waiters_share_one_subscriber_connection(
         async with p:
             done += 1
 
-    async with p:
-        tasks = [asyncio.create_task(wait()) for _ in range(300)]
-        await asyncio.sleep(0.5)
-        # Waiting holds no connection of its own: one subscriber serves them all.
-        assert subscribers() - before == 1
-    await asyncio.gather(*tasks)
-    assert done == 300
-    await client.aclose()
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        async with p:
+            tasks = [asyncio.create_task(wait()) for _ in range(300)]
+            # Every one of them waits (registered after a failed try) and the subscriber is up.
+            await await_until(lambda: waiters(cachify, 'crowd') == 300, what='300 waiters')
+            await await_until(lambda: subscribers() - before >= 1, what='a subscriber connection')
+            # Waiting holds no connection of its own: one subscriber serves them all.
+            assert subscribers() - before == 1
+        await asyncio.gather(*tasks)
+        assert done == 300
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await client.aclose()
 
 
 async def test_extend_keeps_a_held_slot_and_reports_a_lost_one(cachify: Cachify, api: Api) -> None:
@@ -174,11 +206,11 @@ async def test_extend_keeps_a_held_slot_and_reports_a_lost_one(cachify: Cachify,
     with pytest.raises(RuntimeError, match='not held'):
         await _maybe_await(extend())
     async with api.hold(p):
-        assert await _maybe_await(extend(1.0)) is True
-        await asyncio.sleep(0.4)
+        assert await _maybe_await(extend(60.0)) is True
+        await asyncio.sleep(0.4)  # past its slot_exp of 0.3 s
         assert await api.size(p) == 1
     async with api.hold(p):
-        await asyncio.sleep(0.4)
+        await await_until(lambda: _expired(api, p), what='the slot expired')
         assert await _maybe_await(extend()) is False  # lost: not taken back
         assert await api.size(p) == 0
     with pytest.raises(ValueError, match='seconds'):
@@ -190,11 +222,16 @@ async def _maybe_await(value: Any) -> Any:
     return await value if asyncio.iscoroutine(value) else value
 
 
+async def _expired(api: Api, p: pool) -> bool:
+    return await api.size(p) == 0
+
+
 async def test_auto_renew_keeps_a_long_task_s_slot(cachify: Cachify, api: Api) -> None:
-    p = cachify.pool('renewed', max_size=1, slot_exp=0.3, auto_renew=True)
+    # Renewed every 0.5 s: a renewal late by up to a second on a loaded machine still lands.
+    p = cachify.pool('renewed', max_size=1, slot_exp=1.5, auto_renew=True)
     async with api.hold(p):
-        for _ in range(4):
-            await asyncio.sleep(0.2)
+        for _ in range(3):
+            await asyncio.sleep(0.6)  # 1.8 s in all: past slot_exp, so only renewal keeps it
             assert await api.size(p) == 1
     assert await api.size(p) == 0
     threads = threading.active_count()
@@ -210,10 +247,7 @@ async def test_auto_renew_reports_a_lost_slot_to_on_lost(cachify: Cachify, api: 
         [slot] = await _maybe_await(p.holders() if api.mode == 'sync' else p.aholders())
         settings = cachify.settings
         cachify.settings.backend.run(_release(settings, 'stolen', slot))  # taken away behind its back
-        for _ in range(50):
-            if lost:
-                break
-            await asyncio.sleep(0.02)
+        await await_until(lambda: lost, what='on_lost called')
     assert lost == ['stolen']
 
 
@@ -223,11 +257,16 @@ def test_auto_renew_without_on_lost_logs_a_lost_slot(cachify: Cachify, caplog: p
     with caplog.at_level(logging.WARNING, logger='py_cachify'), p:
         [slot] = p.holders()
         cachify.settings.backend.run(_release(cachify.settings, 'stolen-quietly', slot))
-        for _ in range(50):
-            if 'lost the slot' in caplog.text:
-                break
-            time.sleep(0.02)
+        wait_until(lambda: 'lost the slot' in caplog.text, what='a warning logged')
     assert "lost the slot of pool 'stolen-quietly'" in caplog.text
+
+
+async def _held(cachify: Cachify, key: str) -> bool:
+    return await cachify.pool(key, max_size=1).asize() == 1
+
+
+async def _empty(p: pool) -> bool:
+    return await p.asize() == 0
 
 
 def _release(settings: Settings, key: str, slot: str) -> Call:
@@ -290,28 +329,30 @@ class _ReplyLost:
 class _Slow:
     """A backend that runs `script` on the real store, then takes its time to answer."""
 
-    def __init__(self, inner: Any, script: str, before: bool = False) -> None:
-        self.inner, self.wakeups, self.script, self.before = inner, inner.wakeups, script, before
+    def __init__(self, inner: Any, script: str, before: bool = False, delay: float = 0.3) -> None:
+        self.inner, self.wakeups, self.script, self.before, self.delay = inner, inner.wakeups, script, before, delay
 
     def run(self, call: Call) -> object:
         return self.inner.run(call)
 
     async def arun(self, call: Call) -> object:
         if call.script == self.script and self.before:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(self.delay)
         reply = await self.inner.arun(call)
         if call.script == self.script and not self.before:
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(self.delay)
         return reply
 
 
 async def test_cancelled_while_the_acquire_reply_is_in_flight_gives_the_slot_back(cachify: Cachify) -> None:
     settings = cachify.settings
-    slow = Settings(_Slow(settings.backend, 'acquire'), settings.prefix, 600)  # type: ignore[arg-type]
+    # The reply "takes" 60 s: the task is surely still waiting for it when it is cancelled.
+    slow = Settings(_Slow(settings.backend, 'acquire', delay=60), settings.prefix, 600)  # type: ignore[arg-type]
     task = asyncio.create_task(pool('in-flight', max_size=1, settings=slow).__aenter__())
-    await asyncio.sleep(0.1)
-    assert await cachify.pool('in-flight', max_size=1).asize() == 1  # the acquire landed
-    task.cancel()
+    try:
+        await await_until(lambda: _held(cachify, 'in-flight'), what='the acquire landed')
+    finally:
+        task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await cachify.pool('in-flight', max_size=1).asize() == 0
@@ -329,12 +370,11 @@ async def test_a_release_cancelled_midway_still_completes(cachify: Cachify) -> N
 
     task = asyncio.create_task(body())
     await exiting.wait()
-    await asyncio.sleep(0.05)  # now inside the (slow) release
+    await asyncio.sleep(0.05)  # likely inside the (slow) release by now; if not, the exit is cancelled instead
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.sleep(0.5)
-    assert await p.asize() == 0
+    await await_until(lambda: _empty(p), what='the release completed')
 
 
 async def test_an_acquire_whose_reply_is_lost_gives_its_slot_back(cachify: Cachify, api: Api) -> None:

@@ -1,0 +1,36 @@
+"""Wait for a condition instead of sleeping a fixed time: a loaded machine is slow, never wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+__all__ = ['TIMEOUT', 'await_until', 'wait_until']
+
+TIMEOUT = 30.0  # generous: on two loaded cores a wake-up can take seconds
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = TIMEOUT, what: str = '') -> None:
+    """Return as soon as `predicate()` is true; raise AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f'not true after {timeout} s: {what or predicate}')
+        time.sleep(0.01)
+
+
+async def await_until(
+    predicate: Callable[[], object | Awaitable[object]], timeout: float = TIMEOUT, what: str = ''
+) -> None:
+    """`wait_until` for asyncio: `predicate` may be a coroutine function; the loop keeps running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if isinstance(result, Awaitable):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f'not true after {timeout} s: {what or predicate}')
+        await asyncio.sleep(0.01)
