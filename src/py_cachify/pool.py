@@ -19,6 +19,8 @@ from .errors import CachifyBackendError, CachifyPoolFullError
 from .lease import Lease, survive_cancellation
 from .ops import (
     FALLBACK_POLL,
+    HOLDERS_LIMIT,
+    PURGE_BATCH,
     UNSET,
     Call,
     SlotExp,
@@ -374,25 +376,41 @@ class pool:
         """How many slots are free now. One round trip."""
         return max(0, self._max_size - await self.asize())
 
-    def holders(self) -> dict[str, float | None]:
-        """The live slot ids and the seconds each has left (None: never expires), soonest first."""
-        backend, call = self._call(holders_call)
+    def holders(self, limit: int = HOLDERS_LIMIT) -> dict[str, float | None]:
+        """The live slot ids and the seconds each has left (None: never expires), soonest first.
+
+        At most `limit` (default 1,000) of them: the ones that expire soonest, a never-expiring
+        slot last. The limit bounds the work of this one call however large the pool;
+        `size()` counts them all, and a larger `limit` lists more. Raises TypeError /
+        ValueError if `limit` is not an int >= 1.
+        """
+        backend, call = self._call(holders_call, limit)
         return holders(backend.run(call), call)
 
-    async def aholders(self) -> dict[str, float | None]:
+    async def aholders(self, limit: int = HOLDERS_LIMIT) -> dict[str, float | None]:
         """The live slot ids and the seconds each has left; see `holders`."""
-        backend, call = self._call(holders_call)
+        backend, call = self._call(holders_call, limit)
         return holders(await backend.arun(call), call)
 
     def purge(self) -> int:
-        """Drop expired slots now (acquire does it anyway); returns how many were dropped."""
+        """Drop expired slots now (acquires drop them too, 100 a call); returns how many were dropped.
+
+        Drains in calls of at most PURGE_BATCH (1,000) slots each, so a backlog of any size never
+        holds Redis up for long; a batch that comes back short means none is left.
+        """
         backend, call = self._call(purge_call)
-        return count(backend.run(call), call)
+        total = 0
+        while (dropped := count(backend.run(call), call)) == PURGE_BATCH:
+            total += dropped
+        return total + dropped
 
     async def apurge(self) -> int:
-        """Drop expired slots now (acquire does it anyway); returns how many were dropped."""
+        """Drop expired slots now, in batches; see `purge`."""
         backend, call = self._call(purge_call)
-        return count(await backend.arun(call), call)
+        total = 0
+        while (dropped := count(await backend.arun(call), call)) == PURGE_BATCH:
+            total += dropped
+        return total + dropped
 
     def pooled(self, on_full: Callable[..., Any] | None = None, raise_on_full: bool = False) -> PooledDecorator:
         """Decorate a function so each call holds a slot of this very pool.
