@@ -25,3 +25,11 @@ def test_example_prints_what_it_documents(example: Path) -> None:
 
 def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 5
+
+
+def test_the_typing_user_script_runs() -> None:
+    # What tests/typing/user_script.py asserts about types, it also does at run time.
+    script = Path(__file__).parent / 'typing' / 'user_script.py'
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ''

@@ -168,3 +168,21 @@ async def test_a_callable_object_whose_call_is_async_holds_its_slot_while_it_run
     assert inspect.iscoroutinefunction(work)
     assert await work(1) == 1  # held while it ran, not released before
     assert await pool_of_job.asize() == 0
+
+
+async def test_extend_inside_a_pooled_call_keeps_that_call_s_slot(cachify: Cachify) -> None:
+    p = cachify.pool('extended-in-call', max_size=1, slot_exp=0.3)
+
+    @p.pooled(raise_on_full=True)
+    def work() -> bool:
+        return p.extend(60)
+
+    @p.pooled(raise_on_full=True)
+    async def awork() -> int:
+        assert await p.aextend(60)
+        await asyncio.sleep(0.4)  # past slot_exp: only the extension keeps the slot
+        return await p.asize()
+
+    assert work() is True
+    assert await awork() == 1
+    assert await p.asize() == 0

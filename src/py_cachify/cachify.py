@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import renewal
 from .backends.memory import MemoryBackend
@@ -15,7 +15,11 @@ from .pool import PoolOptions, pool
 from .settings import Settings, install
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from collections.abc import Awaitable
+
+    from typing_extensions import Never, Unpack
+
+    from .decorators import AsyncOnFullDecorator, OnFullDecorator, P, T
 
 __all__ = ['Cachify', 'init_cachify']
 
@@ -61,6 +65,63 @@ class Cachify:
         """A `pool` on this instance's client; see `py_cachify.pool`."""
         return pool(key, max_size, slot_exp, settings=self.settings, **options)
 
+    # The result's type follows on_full and raise_on_full, as for `py_cachify.pooled`.
+    @overload
+    def pooled(
+        self,
+        key: str,
+        max_size: int,
+        on_full: Callable[..., Any] | None,
+        raise_on_full: Literal[True],
+        slot_exp: SlotExp | UnsetType = UNSET,
+        **options: Unpack[PoolOptions],
+    ) -> PooledDecorator[Never]: ...
+
+    @overload
+    def pooled(
+        self,
+        key: str,
+        max_size: int,
+        on_full: Callable[..., Any] | None = None,
+        *,
+        raise_on_full: Literal[True],
+        slot_exp: SlotExp | UnsetType = UNSET,
+        **options: Unpack[PoolOptions],
+    ) -> PooledDecorator[Never]: ...
+
+    @overload
+    def pooled(  # type: ignore[overload-overlap]
+        self,
+        key: str,
+        max_size: int,
+        on_full: Callable[P, Awaitable[T]],
+        raise_on_full: bool = False,
+        slot_exp: SlotExp | UnsetType = UNSET,
+        **options: Unpack[PoolOptions],
+    ) -> AsyncOnFullDecorator[P, T]: ...
+
+    @overload
+    def pooled(
+        self,
+        key: str,
+        max_size: int,
+        on_full: Callable[P, T],
+        raise_on_full: bool = False,
+        slot_exp: SlotExp | UnsetType = UNSET,
+        **options: Unpack[PoolOptions],
+    ) -> OnFullDecorator[P, T]: ...
+
+    @overload
+    def pooled(
+        self,
+        key: str,
+        max_size: int,
+        on_full: None = None,
+        raise_on_full: bool = False,
+        slot_exp: SlotExp | UnsetType = UNSET,
+        **options: Unpack[PoolOptions],
+    ) -> PooledDecorator[None]: ...
+
     def pooled(
         self,
         key: str,
@@ -69,7 +130,7 @@ class Cachify:
         raise_on_full: bool = False,
         slot_exp: SlotExp | UnsetType = UNSET,
         **options: Unpack[PoolOptions],
-    ) -> PooledDecorator:
+    ) -> Any:
         """`pooled` on this instance's client; see `py_cachify.pooled`."""
         return pooled(key, max_size, on_full, raise_on_full, slot_exp, settings=self.settings, **options)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from . import lease as leases
 from . import renewal
@@ -45,10 +45,12 @@ from .ops import (
 from .settings import Settings, current
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from collections.abc import Awaitable
+
+    from typing_extensions import Never, Self
 
     from .backends import Backend
-    from .decorators import PooledDecorator
+    from .decorators import AsyncOnFullDecorator, OnFullDecorator, P, PooledDecorator, T
 
 __all__ = ['PoolOptions', 'pool']
 
@@ -412,7 +414,27 @@ class pool:
             total += dropped
         return total + dropped
 
-    def pooled(self, on_full: Callable[..., Any] | None = None, raise_on_full: bool = False) -> PooledDecorator:
+    # The result's type follows on_full and raise_on_full, as for `py_cachify.pooled`.
+    @overload
+    def pooled(self, on_full: Callable[..., Any] | None, raise_on_full: Literal[True]) -> PooledDecorator[Never]: ...
+
+    @overload
+    def pooled(
+        self, on_full: Callable[..., Any] | None = None, *, raise_on_full: Literal[True]
+    ) -> PooledDecorator[Never]: ...
+
+    @overload
+    def pooled(  # type: ignore[overload-overlap]
+        self, on_full: Callable[P, Awaitable[T]], raise_on_full: bool = False
+    ) -> AsyncOnFullDecorator[P, T]: ...
+
+    @overload
+    def pooled(self, on_full: Callable[P, T], raise_on_full: bool = False) -> OnFullDecorator[P, T]: ...
+
+    @overload
+    def pooled(self, on_full: None = None, raise_on_full: bool = False) -> PooledDecorator[None]: ...
+
+    def pooled(self, on_full: Callable[..., Any] | None = None, raise_on_full: bool = False) -> Any:
         """Decorate a function so each call holds a slot of this very pool.
 
         When the pool is full (after waiting, if the pool waits): raise
