@@ -9,9 +9,13 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ['RedisCluster', 'RedisServer', 'find_redis_server']
+
+T = TypeVar('T')
 
 
 def find_redis_server() -> str:
@@ -60,17 +64,39 @@ class RedisServer:
         # A port picked free can be taken before the server binds it: retry a few times.
         for _ in range(5):
             self.port = _free_port()
-            options = {'port': self.port, 'bind': '127.0.0.1', 'save': '', 'appendonly': 'no', 'dir': self._dir.name}
-            args = [arg for name, value in options.items() for arg in (f'--{name}', str(value))]
-            self.process = subprocess.Popen(
-                [self.binary, *args, '--loglevel', 'warning', *self.extra_args],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._wait_ready():
+            if self._launch():
                 return self
-            self.stop()
         raise RuntimeError(f'{self.binary} did not start')
+
+    def restart(self) -> RedisServer:
+        """Start again on the same port (after `stop()` or `kill()`): clients reconnect to the same URL."""
+        deadline = time.monotonic() + 10
+        while not self._launch():  # the old socket may linger a moment
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'{self.binary} did not start again on port {self.port}')
+            time.sleep(0.1)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL the server: no goodbye to its clients or its cluster."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def _launch(self) -> bool:
+        """Run the server on `self.port`; False if it did not come up (the port was taken)."""
+        options = {'port': self.port, 'bind': '127.0.0.1', 'save': '', 'appendonly': 'no', 'dir': self._dir.name}
+        args = [arg for name, value in options.items() for arg in (f'--{name}', str(value))]
+        self.process = subprocess.Popen(
+            [self.binary, *args, '--loglevel', 'warning', *self.extra_args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if self._wait_ready():
+            return True
+        self.stop()
+        return False
 
     def _wait_ready(self, timeout: float = 10.0) -> bool:
         assert self.process is not None
@@ -107,10 +133,19 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three cluster-enabled servers of our own, slots split between them, joined into one cluster."""
+    """Cluster-enabled servers of our own: `nodes` masters splitting the slots, each with `replicas` replicas.
 
-    def __init__(self, nodes: int = 3) -> None:
-        self.servers = [RedisServer('--cluster-enabled', 'yes', '--cluster-node-timeout', '5000') for _ in range(nodes)]
+    With replicas, `kill_master_of()` SIGKILLs a master and `wait_for_failover()` waits until
+    one of its replicas has taken its slots over.
+    """
+
+    def __init__(self, nodes: int = 3, replicas: int = 0, node_timeout_ms: int = 5000) -> None:
+        options = ('--cluster-enabled', 'yes', '--cluster-node-timeout', str(node_timeout_ms))
+        # A replica may always take over, however long ago it last heard from its master.
+        options += ('--cluster-replica-validity-factor', '0') if replicas else ()
+        self.masters = [RedisServer(*options) for _ in range(nodes)]
+        self.replicas = [[RedisServer(*options) for _ in range(replicas)] for _ in range(nodes)]
+        self.servers = self.masters + [replica for group in self.replicas for replica in group]
 
     @property
     def url(self) -> str:
@@ -122,23 +157,61 @@ class RedisCluster:
         for server in self.servers:
             server.start()
         clients = [redis.Redis(port=server.port) for server in self.servers]
-        per_node = 16384 // len(clients)
-        for i, client in enumerate(clients):
-            last = 16383 if i == len(clients) - 1 else (i + 1) * per_node - 1
-            client.execute_command('CLUSTER', 'ADDSLOTS', *range(i * per_node, last + 1))  # type: ignore[no-untyped-call]
-            if i:
+        try:
+            per_node = 16384 // len(self.masters)
+            for i, client in enumerate(clients[: len(self.masters)]):
+                last = 16383 if i == len(self.masters) - 1 else (i + 1) * per_node - 1
+                client.execute_command('CLUSTER', 'ADDSLOTS', *range(i * per_node, last + 1))  # type: ignore[no-untyped-call]
+            for client in clients[1:]:
                 client.execute_command('CLUSTER', 'MEET', '127.0.0.1', self.servers[0].port)  # type: ignore[no-untyped-call]
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            infos = [client.execute_command('CLUSTER', 'INFO') for client in clients]  # type: ignore[no-untyped-call]
-            if all(b'cluster_state:ok' in _raw(info) for info in infos):
-                break
-            time.sleep(0.1)
-        else:
-            raise RuntimeError('the test cluster did not come up')
-        for client in clients:
-            client.close()
+            _wait(
+                lambda: all(_raw(c.execute_command('CLUSTER', 'NODES')).count(b'\n') >= len(clients) for c in clients)
+            )  # type: ignore[no-untyped-call]
+            for master, group in zip(self.masters, self.replicas, strict=True):
+                master_id = _text(redis.Redis(port=master.port).execute_command('CLUSTER', 'MYID'))  # type: ignore[no-untyped-call]
+                for replica in group:
+                    redis.Redis(port=replica.port).execute_command('CLUSTER', 'REPLICATE', master_id)  # type: ignore[no-untyped-call]
+            _wait(lambda: all(b'cluster_state:ok' in _raw(c.execute_command('CLUSTER', 'INFO')) for c in clients))  # type: ignore[no-untyped-call]
+            for group in self.replicas:
+                for replica in group:
+                    _wait(lambda port=replica.port: _info(port).get('master_link_status') == 'up')  # type: ignore[misc]
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for client in clients:
+                client.close()
         return self
+
+    def master_of(self, key: str) -> RedisServer:
+        """The master serving `key` now, as a cluster client would find it."""
+        import redis
+
+        for server in self.servers:
+            if server.process is None:
+                continue
+            with redis.Redis(port=server.port) as client:
+                slot = int(client.execute_command('CLUSTER', 'KEYSLOT', key))  # type: ignore[no-untyped-call]
+                for start, end, owner, *_ in client.execute_command('CLUSTER', 'SLOTS'):  # type: ignore[no-untyped-call]
+                    if start <= slot <= end:
+                        return next(s for s in self.servers if s.port == int(owner[1]))
+        raise RuntimeError(f'no live node knows who serves {key!r}')
+
+    def wait_for_failover(self, killed: RedisServer, timeout: float = 60.0) -> RedisServer:
+        """Wait until a replica of `killed` is a master and the cluster is ok again; return it."""
+        import redis
+
+        group = next(g for m, g in zip(self.masters, self.replicas, strict=True) if m is killed)
+
+        def promoted() -> RedisServer | None:
+            for replica in group:
+                with redis.Redis(port=replica.port) as client:
+                    cluster_info = _raw(client.execute_command('CLUSTER', 'INFO'))  # type: ignore[no-untyped-call]
+                    if _info(replica.port).get('role') == 'master' and b'cluster_state:ok' in cluster_info:
+                        return replica
+            return None
+
+        return _wait(promoted, timeout)
 
     def stop(self) -> None:
         for server in self.servers:
@@ -149,6 +222,28 @@ class RedisCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _wait(ready: Callable[[], T | bool | None], timeout: float = 30.0) -> T:
+    """Poll `ready` until it returns something truthy (which is returned), or fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = ready()
+        if result:
+            return result  # type: ignore[return-value]
+        time.sleep(0.1)
+    raise RuntimeError('the test cluster did not reach the expected state')
+
+
+def _info(port: int) -> dict[str, object]:
+    import redis
+
+    with redis.Redis(port=port) as client:
+        return dict(client.info('replication'))
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _raw(info: object) -> bytes:

@@ -1,44 +1,43 @@
-"""Wake-ups for waiters: release messages routed to the waiters of this process.
+"""Wake-ups for waiters: which local waiter a release message (or a new subscription) wakes.
 
 A release publishes, atomically with it, the id of the queued waiter the freed slot is
-owed to, or '' when any waiter may take it. One subscriber connection per backend (a
-thread for sync clients, a task for asyncio clients) receives them for all the waiters
-of the process, so hundreds of waiting tasks cost one connection, not hundreds.
+owed to, or '' when any waiter may take it. One subscriber connection per backend (see
+`subscribers`) receives them for all the waiters of the process, so hundreds of waiting
+tasks cost one connection, not hundreds.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import queue
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any
 
-__all__ = ['TaskSubscriber', 'ThreadSubscriber', 'Wakeups']
+__all__ = ['IDLE_UNSUBSCRIBE', 'Wakeups']
 
 log = logging.getLogger('py_cachify')
 
 # A channel nobody has waited on for this long is unsubscribed, so pools keyed per user
 # do not pile up subscriptions.
-_IDLE_UNSUBSCRIBE = 30.0
-# How long a new waiter waits for its subscription to be confirmed before it relies on
-# the fallback poll alone.
-_CONFIRM_TIMEOUT = 5.0
+IDLE_UNSUBSCRIBE = 30.0
 
 
 class Wakeups:
-    """Which local waiter each message wakes. Thread-safe; shared by sync and async waiters."""
+    """Which local waiter each message wakes. Thread-safe; shared by sync and async waiters.
+
+    Every `wake` callback must be safe to call from any thread and must not block.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, dict[str, Callable[[], object]]] = {}
         self._last_used: dict[str, float] = {}
+        _live.add(self)
 
     def add(self, channel: str, slot: str, wake: Callable[[], object]) -> None:
-        """Register waiter `slot` on `channel`; `wake` must be safe to call from any thread."""
+        """Register waiter `slot` on `channel`."""
         with self._lock:
             self._waiters.setdefault(channel, {})[slot] = wake
             self._last_used[channel] = time.monotonic()
@@ -60,142 +59,54 @@ class Wakeups:
                 return
             wake = waiters.get(payload) if payload else next(iter(waiters.values()))
         if wake is not None:
-            wake()
+            _call(wake)
+
+    def wake_all(self, channel: str) -> None:
+        """Wake every waiter of `channel` once: messages may have been missed until now."""
+        with self._lock:
+            wakes = list(self._waiters.get(channel, {}).values())
+        for wake in wakes:
+            _call(wake)
+
+    def waiting(self, channel: str) -> bool:
+        """Whether some waiter is registered on `channel` now."""
+        with self._lock:
+            return channel in self._waiters
 
     def idle(self) -> list[str]:
         """Channels with no waiter for a while: to unsubscribe (and forget)."""
-        cutoff = time.monotonic() - _IDLE_UNSUBSCRIBE
+        cutoff = time.monotonic() - IDLE_UNSUBSCRIBE
         with self._lock:
             idle = [c for c, used in self._last_used.items() if used < cutoff and c not in self._waiters]
             for channel in idle:
                 del self._last_used[channel]
         return idle
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-class ThreadSubscriber:
-    """Receives release messages on a sync client's pub/sub, in one daemon thread."""
-
-    def __init__(self, client: Any, wakeups: Wakeups) -> None:
-        self._client = client
-        self._wakeups = wakeups
+    def _after_fork(self) -> None:
+        # Only the forking thread lives on in the child: the other threads' waiters are
+        # gone (an unnamed release must not be owed to one of them), and the lock may
+        # have been held by one of them at fork time.
         self._lock = threading.Lock()
-        self._ready: dict[str, threading.Event] = {}
-        self._requests: queue.SimpleQueue[str] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def is_ready(self, channel: str) -> bool:
-        """Whether `channel` is subscribed already (asyncio callers skip a thread hop then)."""
-        ready = self._ready.get(channel)
-        return ready is not None and ready.is_set()
-
-    def ensure(self, channel: str) -> None:
-        """Return once `channel` is subscribed (or after a bounded wait)."""
-        with self._lock:
-            ready = self._ready.get(channel)
-            if ready is None:
-                ready = self._ready[channel] = threading.Event()
-                self._requests.put(channel)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name='py_cachify-wakeups', daemon=True)
-                self._thread.start()
-        ready.wait(_CONFIRM_TIMEOUT)
-
-    def _run(self) -> None:
-        pubsub = self._client.pubsub()
-        next_idle_check = time.monotonic() + _IDLE_UNSUBSCRIBE
-        while True:
-            try:
-                # With nothing subscribed, sleep until a waiter asks for a channel.
-                requests = [self._requests.get()] if not pubsub.subscribed else []
-                while not self._requests.empty():
-                    requests.append(self._requests.get_nowait())
-                if requests:
-                    pubsub.subscribe(*requests)
-                message = pubsub.get_message(timeout=0.01)
-                if message is not None:
-                    self._handle(message)
-                if time.monotonic() >= next_idle_check:
-                    next_idle_check = time.monotonic() + _IDLE_UNSUBSCRIBE
-                    self._drop(pubsub, self._wakeups.idle())
-            except Exception:
-                # pub/sub reconnects and re-subscribes on its next call; until then the
-                # waiters' fallback poll keeps them going.
-                log.warning('py_cachify wake-up listener failed; retrying', exc_info=True)
-                time.sleep(0.5)
-
-    def _handle(self, message: dict[str, Any]) -> None:
-        channel = _text(message['channel'])
-        if message['type'] == 'subscribe':
-            with self._lock:
-                ready = self._ready.get(channel)
-            if ready is not None:
-                ready.set()
-        elif message['type'] == 'message':
-            self._wakeups.deliver(channel, _text(message['data']))
-
-    def _drop(self, pubsub: Any, channels: list[str]) -> None:
-        if channels:
-            with self._lock:
-                for channel in channels:
-                    self._ready.pop(channel, None)
-            pubsub.unsubscribe(*channels)
+        self._waiters = {}
+        self._last_used = {}
 
 
-class TaskSubscriber:
-    """Receives release messages on an asyncio client's pub/sub, in one task per event loop."""
+def _call(wake: Callable[[], object]) -> None:
+    # A waiter whose event loop has just closed cannot be woken; the listener that calls
+    # this must not take that for a failure of its own.
+    try:
+        wake()
+    except Exception:
+        log.debug('py_cachify: a waiter could not be woken', exc_info=True)
 
-    def __init__(self, client: Any, wakeups: Wakeups) -> None:
-        self._client = client
-        self._wakeups = wakeups
-        self._pubsub: Any = None
-        self._task: asyncio.Task[None] | None = None
-        self._ready: dict[str, asyncio.Event] = {}
-        self._subscribed = asyncio.Event()  # set when a channel is added: the idle listener sleeps on it
 
-    async def ensure(self, channel: str) -> None:
-        """Return once `channel` is subscribed (or after a bounded wait)."""
-        if self._task is None or self._task.done() or self._task.get_loop() is not asyncio.get_running_loop():
-            # A new loop (or a crashed listener) starts over with a fresh connection.
-            self._pubsub = self._client.pubsub()
-            self._ready, self._subscribed = {}, asyncio.Event()
-            self._task = asyncio.get_running_loop().create_task(self._run(self._pubsub, self._ready, self._subscribed))
-        ready = self._ready.get(channel)
-        if ready is None:
-            ready = self._ready[channel] = asyncio.Event()
-            await self._pubsub.subscribe(channel)
-            self._subscribed.set()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(ready.wait(), _CONFIRM_TIMEOUT)
+_live: weakref.WeakSet[Wakeups] = weakref.WeakSet()
 
-    async def _run(self, pubsub: Any, ready: dict[str, asyncio.Event], subscribed: asyncio.Event) -> None:
-        next_idle_check = time.monotonic() + _IDLE_UNSUBSCRIBE
-        while True:
-            try:
-                if not pubsub.subscribed:
-                    # Nothing to listen to: sleep until a waiter subscribes, not on a timer.
-                    subscribed.clear()
-                    await subscribed.wait()
-                    continue
-                message = await pubsub.get_message(timeout=1.0)
-                if message is not None:
-                    channel = _text(message['channel'])
-                    if message['type'] == 'subscribe' and channel in ready:
-                        ready[channel].set()
-                    elif message['type'] == 'message':
-                        self._wakeups.deliver(channel, _text(message['data']))
-                if time.monotonic() >= next_idle_check:
-                    next_idle_check = time.monotonic() + _IDLE_UNSUBSCRIBE
-                    idle = self._wakeups.idle()
-                    if idle:
-                        for channel in idle:
-                            ready.pop(channel, None)
-                        await pubsub.unsubscribe(*idle)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning('py_cachify wake-up listener failed; retrying', exc_info=True)
-                await asyncio.sleep(0.5)
+
+def _reset_in_child() -> None:
+    for wakeups in list(_live):
+        wakeups._after_fork()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_reset_in_child)

@@ -10,9 +10,10 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from ..errors import CachifyBackendError, CachifyInitError
 from ..giveback import GiveBacks
-from ..notify import TaskSubscriber, ThreadSubscriber, Wakeups
+from ..notify import Wakeups
 from ..ops import Call, ScriptName
 from ..scripts import source
+from ..subscribers import TaskSubscriber, ThreadSubscriber
 
 __all__ = ['RedisBackend']
 
@@ -36,29 +37,33 @@ class RedisBackend:
         self._async_cluster = async_client if isinstance(async_client, AsyncRedisCluster) else None
         self._async_init_lock: asyncio.Lock | None = None
         # One subscriber connection for every waiter of this backend: the sync client's
-        # (in a thread, serving async waiters too), else the asyncio client's (in a task).
-        self._thread_subscriber = ThreadSubscriber(sync_client, self.wakeups) if sync_client else None
-        self._task_subscriber = None if sync_client else TaskSubscriber(async_client, self.wakeups)
+        # (in a thread, serving async waiters too), else the asyncio client's (a task per loop).
+        self._subscriber: ThreadSubscriber | TaskSubscriber = (
+            ThreadSubscriber(sync_client, self.wakeups) if sync_client else TaskSubscriber(async_client, self.wakeups)
+        )
 
     def listen(self, channel: str) -> None:
-        """Subscribe to `channel` (once per process) before a waiter's next try."""
-        if self._thread_subscriber is not None:
-            self._thread_subscriber.ensure(channel)
+        """Have release messages on `channel` reach `wakeups` from now on. Never blocks, never raises.
 
-    async def alisten(self, channel: str) -> None:
-        """Subscribe to `channel` (once per process) before a waiter's next try."""
-        if self._thread_subscriber is not None:
-            if not self._thread_subscriber.is_ready(channel):
-                await asyncio.to_thread(self._thread_subscriber.ensure, channel)
-        elif self._task_subscriber is not None:
-            await self._task_subscriber.ensure(channel)
+        A waiter does not wait for the subscription: when it is confirmed (first time, or
+        again after a reconnect or failover), every waiter of the channel retries once.
+        With only an asyncio client, call it inside the event loop whose waiters it serves.
+        """
+        self._subscriber.listen(channel)
 
     def close(self) -> None:
-        """Stop the background give-backs (the wake-up listener's part is added below)."""
+        """Stop the wake-up listener and background give-backs; close the pub/sub connection.
+
+        The clients stay open and pools keep working: waiters are then woken by their
+        fallback poll instead of by releases (`listen` does nothing any more). An asyncio
+        listener is only asked to stop here: `aclose()` inside its loop waits for it.
+        """
+        self._subscriber.close()
         self.give_backs.close()
 
     async def aclose(self) -> None:
-        """See `close`."""
+        """`close`, waiting for the listener (thread, or this loop's task) to end."""
+        await self._subscriber.aclose()
         await self.give_backs.aclose()
 
     def run(self, call: Call) -> object:
