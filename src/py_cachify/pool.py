@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import threading
 import time
@@ -218,8 +217,13 @@ class pool:
                     reply = None
                 elif isinstance(step, _Wait):
                     assert woken is not None
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(woken.wait(), step.seconds)
+                    # Not wait_for(): before 3.12 it swallows a cancellation that lands as the
+                    # event is set. The timer just sets the event; the next try sorts it out.
+                    timer = asyncio.get_running_loop().call_later(step.seconds, woken.set)
+                    try:
+                        await woken.wait()
+                    finally:
+                        timer.cancel()
                     woken.clear()
                     reply = None
                 else:
