@@ -17,7 +17,8 @@ from pathlib import Path
 __all__ = ['BASELINE', 'VENV', 'BaselineUnavailable', 'ensure_baseline', 'requirements']
 
 BASELINE = 'py-cachify==3.1.0'
-VENV = Path(__file__).resolve().parent / '.baseline-venv'
+# Outside the checkout, so that running the benchmarks (or the tests) never writes into it.
+VENV = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'py_cachify' / 'baseline-venv'
 _STAMP = 'benchmark-requirements.txt'  # what was installed, so a changed pin reinstalls
 
 

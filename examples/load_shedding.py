@@ -1,37 +1,50 @@
-"""Shed load before trying: compare size() with the pool's max_size.
+"""Shed load atomically: `shed_at=0.8` admits only while fewer than 80% of the slots are held.
+
+The check is made inside the acquire itself, so 15 requests arriving together cannot all pass
+a `size()` check before any of them takes a slot: exactly 8 of a pool of 10 get in, the other
+7 are turned away at once with `CachifyPoolFullError`, and 2 slots stay free for other callers.
 
 Prints:
-request 1: served (1/2 busy)
-request 2: served (2/2 busy)
-request 3: shed, downstream saturated (2/2 busy)
+admitted 8 of 15, shed 7, 8/10 busy
 """
 
 import asyncio
+import os
 
-from py_cachify import init_cachify, pool
+import redis.asyncio
 
-init_cachify()
+from py_cachify import CachifyPoolFullError, init_cachify, pool
 
-downstream = pool(key='downstream-api', max_size=2)
+url = os.environ.get('EXAMPLE_REDIS_URL')  # the tests set it to run this against a real Redis
+cachify = init_cachify(async_client=redis.asyncio.Redis.from_url(url) if url else None)
+
+downstream = pool(key='downstream-api', max_size=10, shed_at=0.8)
 
 
-async def handle(request_id: int, release: asyncio.Event) -> None:
-    busy = await downstream.asize()
-    if busy >= downstream._max_size:  # `max_size` reads the same
-        print(f'request {request_id}: shed, downstream saturated ({busy}/{downstream.max_size} busy)')
-        return
-    async with downstream:
-        print(f'request {request_id}: served ({await downstream.asize()}/{downstream.max_size} busy)')
-        await release.wait()
+async def handle(answered: list[bool], all_answered: asyncio.Event, release: asyncio.Event) -> None:
+    try:
+        async with downstream:
+            answered.append(True)
+            if len(answered) == 15:
+                all_answered.set()
+            await release.wait()  # the request's work
+    except CachifyPoolFullError:
+        answered.append(False)  # shed: answer "try later" without touching the downstream
+        if len(answered) == 15:
+            all_answered.set()
 
 
 async def main() -> None:
-    release = asyncio.Event()
-    served = [asyncio.create_task(handle(i, release)) for i in (1, 2)]
-    await asyncio.sleep(0.01)  # let both take their slots
-    await handle(3, release)
+    answered: list[bool] = []
+    all_answered, release = asyncio.Event(), asyncio.Event()
+    requests = [asyncio.create_task(handle(answered, all_answered, release)) for _ in range(15)]
+    await all_answered.wait()  # each was admitted or shed
+    busy = await downstream.asize()
     release.set()
-    await asyncio.gather(*served)
+    await asyncio.gather(*requests)
+    admitted = answered.count(True)
+    print(f'admitted {admitted} of 15, shed {15 - admitted}, {busy}/{downstream.max_size} busy')
+    await cachify.aclose()
 
 
 asyncio.run(main())
