@@ -10,6 +10,7 @@ from .decorators import AsyncPooled as AsyncPoolWrappedF
 from .decorators import PooledDecorator as WrappedFunctionPool
 from .decorators import SyncPooled as SyncPoolWrappedF
 from .errors import CachifyBackendError, CachifyError, CachifyInitError, CachifyPoolFullError
+from .lease import Lease
 from .ops import UNSET
 from .pool import pool
 
@@ -28,6 +29,7 @@ __all__ = [
     'CachifyError',
     'CachifyInitError',
     'CachifyPoolFullError',
+    'Lease',
     'OnFullDecorator',
     'PooledDecorator',
     'SyncPoolWrappedF',
