@@ -1,0 +1,397 @@
+"""Wake-ups under real faults: refused SUBSCRIBE, killed connections, failover, fork, outage, close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import statistics
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+
+from py_cachify import Cachify, CachifyBackendError, CachifyPoolFullError, init_cachify
+from py_cachify.ops import pool_keys
+
+from .redis_server import RedisCluster, RedisServer
+
+# Pub/sub hand-overs take a millisecond or two; anything this slow was not woken by a message.
+PUBSUB_SPEED = 0.1
+# `thread`: a sync client is given, one listener thread serves every waiter.
+# `task`: only an asyncio client, one listener task per event loop.
+KINDS = ['thread', 'task']
+_prefixes = iter(range(1_000_000))
+
+
+@pytest.fixture
+def no_fallback_poll(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the safety-net poll too slow to matter: only a message (or expiry) wakes a waiter."""
+    monkeypatch.setattr(sys.modules['py_cachify.pool'], 'FALLBACK_POLL', 60.0)
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: it may be killed, paused or locked down."""
+    with RedisServer() as own:
+        yield own
+
+
+@pytest.fixture
+def admin(server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=server.port)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+async def make(server: RedisServer) -> AsyncIterator[Callable[..., Cachify]]:
+    """Makes a Cachify on the test's server (`kind` picks the subscriber); closes it and its clients."""
+    made: list[tuple[Cachify, Any, Any]] = []
+
+    def make(kind: str, url: str | None = None) -> Cachify:
+        url = url or server.url
+        sync_client = redis.Redis.from_url(url) if kind == 'thread' else None
+        async_client = redis.asyncio.Redis.from_url(url)
+        cachify = init_cachify(sync_client, async_client, prefix=f'wake{next(_prefixes)}-', is_global=False)
+        made.append((cachify, sync_client, async_client))
+        return cachify
+
+    yield make
+    for cachify, sync_client, async_client in made:
+        await cachify.aclose()
+        if sync_client is not None:
+            sync_client.close()
+        await async_client.aclose()
+
+
+async def until(condition: Callable[[], object], timeout: float = 30.0, what: str = 'the condition') -> None:
+    """Poll `condition` (without blocking the loop) until it holds; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{what} did not hold within {timeout} s')
+        await asyncio.sleep(0.01)
+
+
+def channel_of(cachify: Cachify, key: str) -> str:
+    return pool_keys(cachify.settings.prefix + key).channel
+
+
+async def hand_over(cachify: Cachify, key: str, kind: str, timeout: float = 10.0) -> float:
+    """Seconds from a release to the waiter that was waiting for it holding the slot.
+
+    The waiter is a thread with a sync client (`thread`), else a task. Raises
+    `CachifyPoolFullError` if it was never woken within `timeout`.
+    """
+    holder = cachify.pool(key, max_size=1)
+    waiter = cachify.pool(key, max_size=1, nowait=False, timeout=timeout)
+    lease = await holder.aacquire()
+
+    def wait_in_thread() -> float:
+        with waiter:
+            return time.monotonic()
+
+    async def wait_in_task() -> float:
+        async with waiter:
+            return time.monotonic()
+
+    waiting = asyncio.ensure_future(asyncio.to_thread(wait_in_thread) if kind == 'thread' else wait_in_task())
+    try:
+        await until(lambda: cachify.settings.backend.wakeups.waiting(channel_of(cachify, key)) or waiting.done())
+        await asyncio.sleep(0.05)  # let it get from its last try into its wait
+        released = time.monotonic()
+        await lease.arelease()
+        return await waiting - released
+    finally:
+        await lease.arelease()
+        if not waiting.done():
+            waiting.cancel()
+        await asyncio.wait({waiting})
+
+
+async def until_pubsub_speed(cachify: Cachify, key: str, kind: str, deadline: float = 30.0) -> tuple[float, float]:
+    """Hand over until one is woken at pub/sub speed; returns (seconds it took, that latency)."""
+    started = time.monotonic()
+    while True:
+        try:
+            latency = await hand_over(cachify, key, kind, timeout=2.0)
+            if latency < PUBSUB_SPEED:
+                return time.monotonic() - started, latency
+        except (CachifyPoolFullError, CachifyBackendError):
+            pass
+        if time.monotonic() - started > deadline:
+            raise AssertionError(f'wake-ups did not come back to pub/sub speed within {deadline} s')
+
+
+async def pubsub_p50(cachify: Cachify, key: str, kind: str, rounds: int = 5) -> float:
+    latencies = [await hand_over(cachify, key, kind) for _ in range(rounds)]
+    assert max(latencies) < 2.0, latencies
+    return statistics.median(latencies)
+
+
+def wakeup_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.levelno == level and 'wake-ups' in r.getMessage()]
+
+
+@pytest.mark.parametrize('kind', KINDS)
+async def test_a_refused_subscribe_neither_stalls_waiters_nor_poisons_wake_ups(
+    make: Callable[..., Cachify], server: RedisServer, admin: redis.Redis, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A user allowed everything but SUBSCRIBE: the pools work, the wake-ups cannot.
+    admin.execute_command('ACL', 'SETUSER', 'app', 'on', 'nopass', '~*', '&*', '+@all', '-subscribe')  # type: ignore[no-untyped-call]
+    cachify = make(kind, f'redis://app:any@127.0.0.1:{server.port}/0')
+
+    # Waiters carry on by their fallback poll, without waiting for the subscription.
+    assert await hand_over(cachify, 'refused', kind) < 2.0
+    holder = await cachify.pool('refused', max_size=1).aacquire()
+    impatient = cachify.pool('refused', max_size=1, nowait=False, timeout=1)
+    started = time.monotonic()
+    with pytest.raises(CachifyPoolFullError):
+        await (asyncio.to_thread(impatient.acquire) if kind == 'thread' else impatient.aacquire())
+    assert time.monotonic() - started < 3.0
+    await holder.arelease()
+
+    # Allowed again: only messages wake waiters from now on, and they do within a second.
+    monkeypatch.setattr(sys.modules['py_cachify.pool'], 'FALLBACK_POLL', 60.0)
+    admin.execute_command('ACL', 'SETUSER', 'app', '+subscribe')  # type: ignore[no-untyped-call]
+    took, latency = await until_pubsub_speed(cachify, 'refused', kind)
+    print(
+        f'\nrefused SUBSCRIBE lifted ({kind}): pub/sub wake-ups back after {took:.3f} s, '
+        f'then a hand-over took {latency * 1000:.1f} ms'
+    )
+    assert took < 1.5
+    assert await pubsub_p50(cachify, 'refused', kind) < PUBSUB_SPEED
+
+
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('kind', KINDS)
+async def test_a_release_missed_while_the_subscriber_was_down_wakes_its_waiter_on_resubscribe(
+    make: Callable[..., Cachify], server: RedisServer, admin: redis.Redis, kind: str
+) -> None:
+    admin.execute_command('ACL', 'SETUSER', 'app', 'on', 'nopass', '~*', '&*', '+@all')  # type: ignore[no-untyped-call]
+    cachify = make(kind, f'redis://app:any@127.0.0.1:{server.port}/0')
+    await hand_over(cachify, 'missed', kind)  # subscribed
+    holder = await cachify.pool('missed', max_size=1).aacquire()
+    waiter = cachify.pool('missed', max_size=1, nowait=False, timeout=20)
+    waiting = asyncio.ensure_future(
+        asyncio.to_thread(lambda: waiter.acquire().release()) if kind == 'thread' else _take_and_give(waiter)
+    )
+    try:
+        await until(lambda: cachify.settings.backend.wakeups.waiting(channel_of(cachify, 'missed')))
+        # Cut the subscriber off and keep it off while the slot is released: the message is lost.
+        admin.execute_command('ACL', 'SETUSER', 'app', '-subscribe')  # type: ignore[no-untyped-call]
+        assert admin.execute_command('CLIENT', 'KILL', 'TYPE', 'pubsub') >= 1  # type: ignore[no-untyped-call]
+        await holder.arelease()
+        await asyncio.sleep(0.3)
+        assert not waiting.done()  # nothing woke it: no message, no poll
+        admin.execute_command('ACL', 'SETUSER', 'app', '+subscribe')  # type: ignore[no-untyped-call]
+        lifted = time.monotonic()
+        await asyncio.wait_for(asyncio.shield(waiting), 10)
+        assert time.monotonic() - lifted < 1.5  # woken by the new subscription itself
+    finally:
+        await holder.arelease()
+        await asyncio.wait({waiting})
+
+
+async def _take_and_give(waiter: Any) -> None:
+    async with waiter:
+        pass
+
+
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('kind', KINDS)
+async def test_wake_ups_come_back_after_the_subscriber_connection_is_killed(
+    make: Callable[..., Cachify], admin: redis.Redis, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cachify = make(kind)
+    await hand_over(cachify, 'killed', kind)
+    with caplog.at_level(logging.INFO, logger='py_cachify'):
+        for _ in range(3):
+            assert admin.execute_command('CLIENT', 'KILL', 'TYPE', 'pubsub') >= 1  # type: ignore[no-untyped-call]
+            took, _ = await until_pubsub_speed(cachify, 'killed', kind, deadline=10)
+            assert took < 1.5
+        assert await pubsub_p50(cachify, 'killed', kind) < PUBSUB_SPEED
+    assert len(wakeup_records(caplog, logging.WARNING)) <= 3  # one per kill at most, no traceback per retry
+    assert all(r.exc_info is None for r in wakeup_records(caplog, logging.WARNING))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('kind', KINDS)
+async def test_wake_ups_follow_a_cluster_failover(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    with RedisCluster(replicas=1, node_timeout_ms=1000) as cluster:
+        sync_client = redis.cluster.RedisCluster.from_url(cluster.url) if kind == 'thread' else None
+        async_client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url)
+        cachify = init_cachify(sync_client, async_client, prefix='failover-', is_global=False)
+        try:
+            await hand_over(cachify, 'moving', kind)
+            master = cluster.master_of(channel_of(cachify, 'moving'))
+            with redis.Redis(port=master.port) as node:
+                assert any(int(c['sub']) > 0 for c in node.client_list())  # the subscriber is there
+            with caplog.at_level(logging.INFO, logger='py_cachify'):
+                master.kill()
+                cluster.wait_for_failover(master)
+                failed_over = time.monotonic()
+                took, _ = await until_pubsub_speed(cachify, 'moving', kind, deadline=60)
+                p50 = await pubsub_p50(cachify, 'moving', kind)
+            print(
+                f'\ncluster failover ({kind}): pub/sub wake-ups back {took:.3f} s after the replica took over '
+                f'({time.monotonic() - failed_over:.3f} s with checks), p50 {p50 * 1000:.1f} ms'
+            )
+            assert p50 < PUBSUB_SPEED
+            assert 1 <= len(wakeup_records(caplog, logging.WARNING)) <= 3
+        finally:
+            await cachify.aclose()
+            if sync_client is not None:
+                sync_client.close()
+            await async_client.aclose()
+
+
+def _child_waits(cachify: Cachify, key: str, conn: Connection, rounds: int) -> None:
+    """In a forked child: each round, wait for the parent's release and report when it came."""
+    waiter = cachify.pool(key, max_size=1, nowait=False, timeout=15, fair=True)
+    try:
+        for _ in range(rounds):
+            conn.recv()
+            with waiter:
+                conn.send(time.monotonic())
+    except BaseException as exc:
+        conn.send(repr(exc))
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.filterwarnings('ignore:This process .* is multi-threaded:DeprecationWarning')
+async def test_a_forked_child_is_woken_by_releases(make: Callable[..., Cachify], admin: redis.Redis) -> None:
+    cachify = make('thread')
+    await hand_over(cachify, 'forked', 'thread')  # the parent has waited: it is subscribed
+    holder = cachify.pool('forked', max_size=1, nowait=False, timeout=15)
+    queue_key = pool_keys(cachify.settings.prefix + 'forked').queue
+    rounds = 20
+    parent_end, child_end = multiprocessing.get_context('fork').Pipe()
+    child = multiprocessing.get_context('fork').Process(
+        target=_child_waits, args=(cachify, 'forked', child_end, rounds)
+    )
+    child.start()
+    latencies = []
+    try:
+        for _ in range(rounds):
+            lease = await asyncio.to_thread(holder.acquire)
+            parent_end.send('go')
+            await until(lambda: admin.zcard(queue_key) == 1, what='the child queueing')
+            await asyncio.sleep(0.02)  # from its try into its wait
+            released = time.monotonic()
+            lease.release()
+            assert await asyncio.to_thread(parent_end.poll, 30)
+            woken = parent_end.recv()
+            assert isinstance(woken, float), woken
+            latencies.append(woken - released)
+    finally:
+        parent_end.close()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    p50 = statistics.median(latencies)
+    print(f'\nforked child: release-to-wake p50 {p50 * 1000:.2f} ms, max {max(latencies) * 1000:.2f} ms')
+    assert child.exitcode == 0
+    assert p50 < 0.010
+
+
+def _cpu_seconds(thread: threading.Thread) -> float:
+    """CPU time used so far by `thread` (Linux: the scheduler's own count, in ns)."""
+    stats = Path(f'/proc/self/task/{thread.native_id}/schedstat').read_text().split()
+    return int(stats[0]) / 1e9
+
+
+@pytest.mark.skipif(not Path('/proc/self/task').is_dir(), reason='reads per-thread CPU time from /proc')
+async def test_an_idle_listener_thread_uses_next_to_no_cpu(make: Callable[..., Cachify]) -> None:
+    cachify = make('thread')
+    await hand_over(cachify, 'idle', 'thread')  # subscribed, then nobody waits
+    thread = cachify.settings.backend._subscriber.thread  # type: ignore[attr-defined]
+    assert thread is not None
+    assert thread.is_alive()
+    before, started = _cpu_seconds(thread), time.monotonic()
+    await asyncio.sleep(2.0)
+    share = (_cpu_seconds(thread) - before) / (time.monotonic() - started)
+    print(f'\nidle listener thread: {share * 100:.4f}% of a core')
+    assert share < 0.002
+
+
+@pytest.mark.parametrize('kind', KINDS)
+async def test_an_outage_is_logged_once_when_it_starts_and_once_when_it_ends(
+    make: Callable[..., Cachify], server: RedisServer, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cachify = make(kind)
+    await hand_over(cachify, 'outage', kind)
+    with caplog.at_level(logging.INFO, logger='py_cachify'):
+        server.stop()
+        await until(lambda: wakeup_records(caplog, logging.WARNING), timeout=10, what='a warning')
+        await asyncio.sleep(3)  # the outage goes on while the listener retries
+        server.restart()
+        await until(lambda: wakeup_records(caplog, logging.INFO), timeout=10, what='the recovery')
+    assert len(wakeup_records(caplog, logging.WARNING)) == 1
+    assert len(wakeup_records(caplog, logging.INFO)) == 1
+    assert wakeup_records(caplog, logging.WARNING)[0].exc_info is None
+
+
+def _subscribers(admin: redis.Redis) -> int:
+    return sum(1 for c in admin.client_list() if int(c['sub']) > 0)
+
+
+@pytest.mark.parametrize('kind', KINDS)
+async def test_close_stops_the_listener_and_closes_its_connection(
+    make: Callable[..., Cachify], admin: redis.Redis, kind: str
+) -> None:
+    cachify = make(kind)
+    await hand_over(cachify, 'closing', kind)
+    await until(lambda: _subscribers(admin) == 1, what='one subscriber connection')
+    subscriber: Any = cachify.settings.backend._subscriber  # type: ignore[attr-defined]
+    listener: Any = subscriber.thread if kind == 'thread' else subscriber.subscriber().task
+    if kind == 'thread':
+        await asyncio.to_thread(cachify.close)
+        assert not listener.is_alive()
+    else:
+        await cachify.aclose()
+        assert listener.done()
+    await until(lambda: _subscribers(admin) == 0, timeout=10, what='no subscriber connection')
+    # Pools still work after close, waiting by polling.
+    assert await hand_over(cachify, 'closing', kind) < 2.0
+    assert _subscribers(admin) == 0
+
+
+def test_each_asyncio_run_gets_its_own_listener_task_and_closes_it(
+    server: RedisServer, admin: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.asyncio.Redis.from_url(server.url)
+    cachify = init_cachify(async_client=client, prefix='runs-', is_global=False)
+
+    async def one_run() -> float:
+        try:
+            return await hand_over(cachify, 'runs', 'task')
+        finally:
+            await client.connection_pool.disconnect()  # the client's connections belong to this loop
+
+    with caplog.at_level(logging.INFO, logger='py_cachify'):
+        for _ in range(3):
+            assert asyncio.run(one_run()) < 2.0
+    # Each loop's listener closed its connection when asyncio.run() cancelled it.
+    deadline = time.monotonic() + 10
+    while _subscribers(admin) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _subscribers(admin) == 0
+    assert not wakeup_records(caplog, logging.WARNING)
+    assert 'Task was destroyed' not in caplog.text
+    cachify.close()
