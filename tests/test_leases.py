@@ -245,3 +245,27 @@ def logging_captured() -> Iterator[list[logging.LogRecord]]:
         yield handler.records
     finally:
         logging.getLogger('py_cachify').removeHandler(handler)
+
+
+def test_fair_needs_nowait_false_and_shed_at_is_a_fraction_that_admits_someone() -> None:
+    with pytest.raises(ValueError, match='fair=True'):
+        pool('k', 1, fair=True)
+    with pytest.raises(ValueError, match='1.5'):
+        pool('k', 10, shed_at=1.5)
+    with pytest.raises(TypeError, match="'most'"):
+        pool('k', 10, shed_at='most')  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='admits nobody'):
+        pool('k', 2, shed_at=0.3)
+
+
+async def test_shed_at_admits_below_its_share_of_max_size_atomically(cachify: Cachify, api: Api) -> None:
+    shedding = cachify.pool('shed', max_size=10, shed_at=0.8)
+    plain = cachify.pool('shed', max_size=10)
+    held = [shedding.acquire() if api.mode == 'sync' else await shedding.aacquire() for _ in range(8)]
+    with pytest.raises(CachifyPoolFullError):
+        shedding.acquire() if api.mode == 'sync' else await shedding.aacquire()
+    async with api.hold(plain), api.hold(plain):  # the full max_size is still there for others
+        assert await api.size(plain) == 10
+    for lease in held:
+        lease.release()
+    assert await api.size(plain) == 0
