@@ -1,0 +1,386 @@
+"""The embedded store against the Lua scripts: random operation sequences, every reply and message compared.
+
+The embedded store (backends/memory.py) is a Python twin of lua/*.lua. Here both run the same
+seeded random sequences of acquire (queued or not) / release / extend / size / holders /
+purge / leave calls over a few pools and slot ids, and every reply, every published wake-up
+and (where the clock is ours) the whole stored state must agree:
+
+- fakeredis runs the real scripts with Lua, its clock (TIME and key expiry) set by the test,
+  so sequences hit exact boundaries: a slot expiring at this very ms, a lease running out.
+- a real redis-server runs them on its own clock. The test reads Redis TIME before each call
+  and runs the embedded store at that time; the call lands a fraction of a ms later, so no
+  expiry may fall in between: the driver waits out any expiry closer than MARGIN_MS. Times in
+  replies (ms left) may then differ by the measured gap and no more.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from collections.abc import Iterator
+from typing import Any, get_args
+
+import fakeredis
+import pytest
+import redis
+
+from py_cachify.backends.memory import MemoryBackend
+from py_cachify.ops import (
+    Call,
+    ScriptName,
+    acquire_call,
+    extend_call,
+    holders_call,
+    leave_call,
+    pool_keys,
+    purge_call,
+    release_call,
+    size_call,
+)
+from py_cachify.scripts import source
+
+PREFIX = 'diff-'
+SENTINEL = '{diff-sentinel}'  # published after each call: every message before it has arrived
+SLOT_IDS = 'abcd'
+FAKE_SEQUENCES = 200
+REAL_SEQUENCES = 40
+MARGIN_MS = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    key: str
+    max_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """The numbers a sequence draws from, in ms."""
+
+    lifetimes: tuple[int, ...]  # 0 = never expires
+    ticks: tuple[int, ...]  # clock steps between calls
+    lease: int  # queue lease
+
+
+# The controlled clock can jump minutes; the real one must be slept through.
+FAKE_TIMING = Timing(lifetimes=(0, 1, 50, 300, 1_000, 5_000), ticks=(0, 0, 1, 49, 50, 300, 1_000, 6_000), lease=5_000)
+REAL_TIMING = Timing(lifetimes=(0, 40, 100, 250), ticks=(0, 0, 0, 10, 30, 80), lease=150)
+POOLS = (Pool('one', 1), Pool('two', 2), Pool('three', 3), Pool('crowd', 200))
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """One step of a sequence: a call on a pool, a crowd of acquires, or a clock tick."""
+
+    kind: str
+    pool: Pool
+    slot: str = ''
+    number: int = 0  # ms of lifetime or tick, a limit, or a crowd's size
+    queue: bool = False
+
+    def calls(self, lease: int) -> Iterator[Call]:
+        key, max_size = self.pool.key, self.pool.max_size
+        if self.kind == 'acquire':
+            call = acquire_call(PREFIX, key, self.slot, max_size, self.number, self.queue)
+            yield dataclasses.replace(call, args=(*call.args[:-1], lease))
+        elif self.kind == 'crowd':  # a fleet that arrives at once: more than a batch (100)
+            for i in range(self.number):
+                call = acquire_call(PREFIX, key, f'crowd-{i:03}', max_size, 40, self.queue)
+                yield dataclasses.replace(call, args=(*call.args[:-1], lease))
+        elif self.kind == 'release':
+            yield release_call(PREFIX, key, self.slot, max_size)
+        elif self.kind == 'extend':
+            yield extend_call(PREFIX, key, self.slot, self.number)
+        elif self.kind == 'size':
+            yield size_call(PREFIX, key)
+        elif self.kind == 'holders':
+            yield holders_call(PREFIX, key, limit=self.number)
+        elif self.kind == 'purge':
+            yield purge_call(PREFIX, key, limit=self.number)
+        elif self.kind == 'leave':
+            yield leave_call(PREFIX, key, self.slot)
+
+
+def random_sequence(rng: random.Random, timing: Timing, length: int) -> list[Op]:
+    ops: list[Op] = []
+    for _ in range(length):
+        pool = rng.choice(POOLS[:3]) if rng.random() < 0.9 else POOLS[3]
+        slot = rng.choice(SLOT_IDS)
+        kind = rng.choices(
+            ['acquire', 'release', 'extend', 'size', 'holders', 'purge', 'leave', 'tick', 'crowd'],
+            weights=[30, 15, 8, 4, 4, 4, 5, 25, 1],
+        )[0]
+        if kind in ('acquire', 'extend'):
+            ops.append(Op(kind, pool, slot, rng.choice(timing.lifetimes), rng.random() < 0.5))
+        elif kind == 'tick':
+            ops.append(Op(kind, pool, number=rng.choice(timing.ticks)))
+        elif kind in ('holders', 'purge'):
+            ops.append(Op(kind, pool, number=rng.choice([1, 2, 3, 1_000])))
+        elif kind == 'crowd':
+            ops.append(Op(kind, rng.choice(POOLS), number=rng.randrange(101, 112), queue=rng.random() < 0.5))
+        else:
+            ops.append(Op(kind, pool, slot))
+    return ops
+
+
+def plain(reply: object) -> object:
+    """A reply as comparable data: str for bytes, lists for sequences, errors by type."""
+    if isinstance(reply, bytes):
+        return reply.decode()
+    if isinstance(reply, (list, tuple)):
+        return [plain(x) for x in reply]
+    return reply
+
+
+def run_safely(run: Any, call: Call) -> object:
+    try:
+        return plain(run(call))
+    except Exception as exc:  # a script error must show up as a difference, not end the test
+        return ('error', type(exc).__name__, str(exc)[:200])
+
+
+class Embedded:
+    """The embedded store on a clock the test sets (µs), recording what it publishes."""
+
+    def __init__(self) -> None:
+        self.us = 0
+        self.published: list[tuple[str, str]] = []
+        self.backend = MemoryBackend(lambda: self.us / 1_000_000)
+        self.backend.wakeups = self  # type: ignore[assignment]
+
+    @property
+    def ms(self) -> int:
+        return self.us // 1000
+
+    def deliver(self, channel: str, payload: str) -> None:
+        self.published.append((channel, payload))
+
+    def run(self, call: Call) -> object:
+        return run_safely(self.backend.run, call)
+
+    def messages(self) -> list[tuple[str, str]]:
+        published, self.published = self.published, []
+        return published
+
+    def state(self, keys: list[str]) -> dict[str, tuple[list[list[object]], float | None]]:
+        """`keys` as Redis would show them now: members with scores, and expiry (ms)."""
+        backend, now = self.backend, self.ms
+        alive = {
+            k: z
+            for k in keys
+            if (z := backend._zsets.get(k)) and not (k in backend._expiry and now > backend._expiry[k])
+        }
+        return {
+            k: ([[m, s] for s, m in sorted((s, m) for m, s in z.items())], backend._expiry.get(k))
+            for k, z in alive.items()
+        }
+
+    def critical(self) -> list[float]:
+        """The instants (ms) at which some reply would change: expiries of slots, leases, keys."""
+        backend = self.backend
+        scores = [s for k, z in backend._zsets.items() if not k.endswith(':queue') for s in z.values()]
+        return scores + [e + 1 for e in backend._expiry.values()]
+
+
+class Scripted:
+    """The real Lua scripts on a Redis (or fakeredis) client, and a subscriber to every pool's channel."""
+
+    def __init__(self, client: Any, blocking_reads: bool) -> None:
+        self.client = client
+        self.scripts = {name: client.register_script(source(name)) for name in get_args(ScriptName)}
+        for script in self.scripts.values():
+            client.script_load(script.script)  # the first call must not be slowed by a NOSCRIPT reload
+        self.pubsub = client.pubsub()
+        self.pubsub.psubscribe(f'{{{PREFIX}*')
+        # fakeredis delivers at PUBLISH, and a blocking read there would wait on our frozen clock.
+        self.timeout = 1.0 if blocking_reads else 0.0
+        self._read(lambda message: message['type'] == 'psubscribe')
+
+    def run(self, call: Call) -> object:
+        return run_safely(lambda c: self.scripts[c.script](keys=c.keys, args=c.args), call)
+
+    def messages(self) -> list[tuple[str, str]]:
+        self.client.publish(SENTINEL, 'end')
+        return self._read(lambda message: plain(message['channel']) == SENTINEL)
+
+    def _read(self, until: Any) -> list[tuple[str, str]]:
+        got: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=self.timeout)
+            if message is None:
+                continue
+            if until(message):
+                return got
+            if message['type'] == 'pmessage':
+                got.append((str(plain(message['channel'])), str(plain(message['data']))))
+        raise AssertionError(f'the sentinel message never arrived; got {got}')
+
+    def state(self, keys: list[str]) -> dict[str, tuple[list[list[object]], float | None]]:
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.zrange(key, 0, -1, withscores=True)
+            pipe.pexpiretime(key)
+        replies = pipe.execute()
+        return {
+            key: ([[plain(m), s] for m, s in members], None if expiry == -1 else expiry)
+            for key, members, expiry in zip(keys, replies[::2], replies[1::2], strict=True)
+            if members
+        }
+
+    def close(self) -> None:
+        self.pubsub.close()
+
+
+def keys_of(*pools: Pool) -> list[str]:
+    return [k for p in pools for k in (lambda k: (k.slots, k.queue, k.leases))(pool_keys(PREFIX + p.key))]
+
+
+def describe(seed: int, ops: list[Op], at: int) -> str:
+    lines = [f'seed {seed}, op {at}:'] + [f'  {"->" if i == at else "  "} {op}' for i, op in enumerate(ops[: at + 1])]
+    return '\n'.join(lines)
+
+
+# -- fakeredis: the clock is ours -----------------------------------------------------------
+
+
+class FrozenTime:
+    """A stand-in for fakeredis's `time` module whose time() reads the test's clock."""
+
+    def __init__(self, embedded: list[Embedded]) -> None:
+        self.current = embedded
+
+    def time(self) -> float:
+        return self.current[0].us / 1_000_000
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def controlled_fakeredis(monkeypatch: pytest.MonkeyPatch) -> list[Embedded]:
+    """Points fakeredis's clock (TIME and key expiry) at the current Embedded store's clock."""
+    import fakeredis._helpers
+    import fakeredis._socket._base
+    import fakeredis.commands_mixins.server_mixin
+
+    current: list[Embedded] = [Embedded()]
+    frozen = FrozenTime(current)
+    for module in (fakeredis._socket._base, fakeredis._helpers, fakeredis.commands_mixins.server_mixin):
+        monkeypatch.setattr(module, 'time', frozen)
+    return current
+
+
+def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
+    controlled_fakeredis: list[Embedded],
+) -> None:
+    compared = 0
+    for seed in range(FAKE_SEQUENCES):
+        rng = random.Random(seed)
+        ops = random_sequence(rng, FAKE_TIMING, rng.randrange(5, 40))
+        embedded = Embedded()
+        # Whole ms: fakeredis expires keys by its µs clock, Redis by whole ms (mstime).
+        embedded.us = (1_750_000_000_000 + rng.randrange(1_000)) * 1000
+        controlled_fakeredis[0] = embedded
+        scripted = Scripted(fakeredis.FakeRedis(server=fakeredis.FakeServer()), False)
+        try:
+            for at, op in enumerate(ops):
+                if op.kind == 'tick':
+                    embedded.us += op.number * 1000
+                    continue
+                for call in op.calls(FAKE_TIMING.lease):
+                    expected, got = embedded.run(call), scripted.run(call)
+                    assert got == expected, f'{call}\nscripts: {got}\nembedded: {expected}\n{describe(seed, ops, at)}'
+                    compared += 1
+                got_messages, expected_messages = scripted.messages(), embedded.messages()
+                assert got_messages == expected_messages, (
+                    f'scripts published {got_messages}\nembedded {expected_messages}\n{describe(seed, ops, at)}'
+                )
+                keys = keys_of(op.pool)
+                assert scripted.state(keys) == embedded.state(keys), describe(seed, ops, at)
+        finally:
+            scripted.close()
+    assert compared > FAKE_SEQUENCES * 10
+
+
+# -- a real redis-server: its own clock -----------------------------------------------------
+
+
+def server_time(client: redis.Redis) -> tuple[int, int]:
+    """Redis TIME as (ms, µs) since the epoch."""
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000, int(seconds) * 1_000_000 + int(micros)
+
+
+def near(got: object, expected: object, call: Call, slack: int) -> bool:
+    """Equal, except that ms-left figures (acquire's wait, holders' ms) may differ by `slack`."""
+    if got == expected or not (isinstance(got, list) and isinstance(expected, list)) or len(got) != len(expected):
+        return got == expected
+    times = {2} if call.script == 'acquire' else set(range(1, len(got), 2)) if call.script == 'holders' else set()
+    for i, (a, b) in enumerate(zip(got, expected, strict=True)):
+        if i in times and isinstance(a, int) and isinstance(b, int) and a >= 0 and b >= 0:
+            if abs(a - b) > slack:
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def test_the_embedded_store_matches_the_scripts_on_a_real_redis_server(redis_client: redis.Redis) -> None:
+    compared = cut_short = 0
+    scripted = Scripted(redis_client, True)
+    try:
+        for seed in range(REAL_SEQUENCES):
+            redis_client.delete(*keys_of(*POOLS))
+            rng = random.Random(10_000 + seed)
+            ops = random_sequence(rng, REAL_TIMING, rng.randrange(5, 30))
+            embedded = Embedded()
+            done = _run_on_the_server_clock(seed, ops, scripted, embedded)
+            compared += done
+            cut_short += done < 0
+    finally:
+        scripted.close()
+        redis_client.delete(*keys_of(*POOLS))
+    assert compared > REAL_SEQUENCES * 5
+    # A loaded machine may stall a call across an expiry; that only cuts a sequence short.
+    assert cut_short <= REAL_SEQUENCES // 4
+
+
+def _run_on_the_server_clock(seed: int, ops: list[Op], scripted: Scripted, embedded: Embedded) -> int:
+    """Run `ops` on both; the number of calls compared, or minus that if a stall cut it short.
+
+    The embedded store stamps expiries at the time read before a call, Redis a little later:
+    each stored expiry may be later in Redis by up to `jitter`, the longest call so far.
+    """
+    client, compared, jitter = scripted.client, 0, 1
+    for at, op in enumerate(ops):
+        if op.kind == 'tick':
+            time.sleep(op.number / 1000)
+            continue
+        for call in op.calls(REAL_TIMING.lease):
+            before, embedded.us = _wait_clear_of_expiries(client, embedded, jitter)
+            expected, got = embedded.run(call), scripted.run(call)
+            after, _ = server_time(client)
+            if any(before - 1 - jitter <= c <= after + 1 for c in embedded.critical()):
+                return -compared  # stalled past MARGIN_MS: it may have landed on either side of an expiry
+            jitter = max(jitter, after - before + 1)
+            assert near(got, expected, call, jitter), (
+                f'{call}\nscripts: {got}\nembedded: {expected}\n{describe(seed, ops, at)}'
+            )
+            compared += 1
+        got_messages, expected_messages = scripted.messages(), embedded.messages()
+        assert got_messages == expected_messages, (
+            f'scripts published {got_messages}\nembedded {expected_messages}\n{describe(seed, ops, at)}'
+        )
+    return compared
+
+
+def _wait_clear_of_expiries(client: redis.Redis, embedded: Embedded, jitter: int) -> tuple[int, int]:
+    """Redis's time (ms, µs) once no expiry falls within MARGIN_MS of it."""
+    while True:
+        now, now_us = server_time(client)
+        soon = [c for c in embedded.critical() if now - 1 - jitter <= c <= now + MARGIN_MS]
+        if not soon:
+            return now, now_us
+        time.sleep((max(soon) - now + jitter + 2) / 1000)
