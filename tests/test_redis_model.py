@@ -13,6 +13,7 @@ from redis.crc import key_slot
 from py_cachify import Cachify, CachifyPoolFullError, init_cachify
 from py_cachify.ops import (
     MAX_SECONDS,
+    PURGE_BATCH,
     Call,
     acquire_call,
     extend_call,
@@ -290,13 +291,13 @@ def test_purge_and_holders_do_bounded_work_per_call(cachify: Cachify, redis_clie
     redis_client.zadd(keys.slots, {f'dead-{i:04}': 1_000 + i for i in range(2_500)})
     redis_client.zadd(keys.slots, {f'live-{i:04}': now + 60_000 + i for i in range(30)})
     assert run(redis_client, purge_call('model-', 'bounded', limit=1_000)) == 1_000
-    assert run(redis_client, purge_call('model-', 'bounded', limit=1_000)) == 1_000
-    assert redis_client.zcard(keys.slots) == 530
+    assert run(redis_client, purge_call('model-', 'bounded')) == PURGE_BATCH
+    assert redis_client.zcard(keys.slots) == 2_530 - 1_000 - PURGE_BATCH
     reply = run(redis_client, holders_call('model-', 'bounded', limit=7))
     assert isinstance(reply, list)
     assert reply[::2] == [f'live-{i:04}'.encode() for i in range(7)]  # the soonest to expire
     p = cachify.pool('bounded', max_size=100)
-    assert p.purge() == 500  # pool.purge() drains batch after batch
+    assert p.purge() == 1_500 - PURGE_BATCH  # pool.purge() drains batch after batch
     assert list(p.holders(limit=3)) == [f'live-{i:04}' for i in range(3)]
     assert len(p.holders()) == 30
     for bad in (0, -1, 1.5, True, '3'):

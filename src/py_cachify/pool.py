@@ -385,7 +385,7 @@ class pool:
     def holders(self, limit: int = HOLDERS_LIMIT) -> dict[str, float | None]:
         """The live slot ids and the seconds each has left (None: never expires), soonest first.
 
-        At most `limit` (default 1,000) of them: the ones that expire soonest, a never-expiring
+        At most `limit` (default 100) of them: the ones that expire soonest, a never-expiring
         slot last. The limit bounds the work of this one call however large the pool;
         `size()` counts them all, and a larger `limit` lists more. Raises TypeError /
         ValueError if `limit` is not an int >= 1.
@@ -401,7 +401,7 @@ class pool:
     def purge(self) -> int:
         """Drop expired slots now (acquires drop them too, 100 a call); returns how many were dropped.
 
-        Drains in calls of at most PURGE_BATCH (1,000) slots each, so a backlog of any size never
+        Drains in calls of at most PURGE_BATCH (500) slots each, so a backlog of any size never
         holds Redis up for long; a batch that comes back short means none is left.
         """
         backend, call = self._call(purge_call)
