@@ -20,8 +20,10 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
-from py_cachify import Cachify, CachifyBackendError, CachifyPoolFullError, init_cachify
+from py_cachify import Cachify, CachifyBackendError, CachifyPoolFullError, init_cachify, notify, subscription
+from py_cachify.notify import Wakeups
 from py_cachify.ops import pool_keys
+from py_cachify.subscription import State, Subscriptions
 
 from .redis_server import RedisCluster, RedisServer
 
@@ -372,6 +374,7 @@ async def test_close_stops_the_listener_and_closes_its_connection(
     assert _subscribers(admin) == 0
 
 
+@pytest.mark.usefixtures('no_fallback_poll')
 def test_each_asyncio_run_gets_its_own_listener_task_and_closes_it(
     server: RedisServer, admin: redis.Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -386,7 +389,7 @@ def test_each_asyncio_run_gets_its_own_listener_task_and_closes_it(
 
     with caplog.at_level(logging.INFO, logger='py_cachify'):
         for _ in range(3):
-            assert asyncio.run(one_run()) < 2.0
+            assert asyncio.run(one_run()) < PUBSUB_SPEED  # woken by its own loop's listener
     # Each loop's listener closed its connection when asyncio.run() cancelled it.
     deadline = time.monotonic() + 10
     while _subscribers(admin) and time.monotonic() < deadline:
@@ -395,3 +398,69 @@ def test_each_asyncio_run_gets_its_own_listener_task_and_closes_it(
     assert not wakeup_records(caplog, logging.WARNING)
     assert 'Task was destroyed' not in caplog.text
     cachify.close()
+
+
+def _pubsub_connections(admin: redis.Redis) -> int:
+    """Connections in pub/sub use, subscribed or not (their last command was one of these)."""
+    return sum(1 for c in admin.client_list() if c['cmd'] in ('subscribe', 'unsubscribe', 'ping'))
+
+
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('kind', KINDS)
+async def test_an_idle_channel_is_forgotten_and_its_connection_closed_until_a_waiter_needs_it(
+    make: Callable[..., Cachify], admin: redis.Redis, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notify, 'IDLE_UNSUBSCRIBE', 0.3)
+    monkeypatch.setattr(subscription, 'IDLE_UNSUBSCRIBE', 0.3)
+    cachify = make(kind)
+    await hand_over(cachify, 'idle-channel', kind)
+    await until(lambda: _pubsub_connections(admin) == 1, what='a subscriber connection')
+    await until(lambda: _pubsub_connections(admin) == 0, timeout=10, what='the idle subscriber closing')
+    assert await hand_over(cachify, 'idle-channel', kind) < PUBSUB_SPEED  # subscribed again on demand
+
+
+def test_the_subscription_state_machine(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    woken: list[str] = []
+    wakeups = Wakeups()
+    wakeups.add('ch', 'w1', lambda: woken.append('w1'))
+    machine = Subscriptions(wakeups, clock=lambda: now[0])
+    assert machine.request('ch')
+    assert not machine.request('ch')  # asked once, however many waiters ask
+    plan = machine.plan()
+    assert (plan.connect, plan.refresh, plan.subscribe) == (True, False, ['ch'])
+    assert machine.state('ch') is State.SENT
+    machine.connected()
+    assert machine.plan().subscribe == []  # sent already: not again
+    machine.confirmed('ch')
+    assert machine.state('ch') is State.SUBSCRIBED
+    assert woken == ['w1']  # confirming wakes the channel's waiters once
+
+    with caplog.at_level(logging.INFO, logger='py_cachify'):
+        for delay in (0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5):
+            machine.failed(ConnectionError('refused'))
+            assert machine.state('ch') is State.REQUESTED  # never remembered as done
+            plan = machine.plan()
+            assert not plan.connect
+            assert plan.wait == pytest.approx(delay)  # backs off, up to 0.5 s
+            now[0] += delay
+            plan = machine.plan()
+            assert (plan.connect, plan.refresh, plan.subscribe) == (True, True, ['ch'])
+        machine.connected()
+        machine.confirmed('ch')
+    assert [r.levelname for r in caplog.records] == ['WARNING', 'INFO']  # once per outage
+    assert woken == ['w1', 'w1']
+    machine.failed(ConnectionError('again'))
+    assert machine.plan().wait == pytest.approx(0.025)  # a confirmed subscription reset the backoff
+
+    # Nobody waited for a while: forgotten, and nothing to connect for.
+    wakeups.discard('ch', 'w1')
+    monkeypatch.setattr(notify, 'IDLE_UNSUBSCRIBE', -1.0)
+    now[0] += notify.IDLE_UNSUBSCRIBE + 60
+    plan = machine.plan()
+    assert machine.state('ch') is None
+    assert (plan.connect, plan.wait) == (False, None)
+
+    machine.close()
+    assert machine.plan().stop
+    assert not machine.request('ch')
