@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import selectors
+import socket
 import statistics
 import sys
 import threading
@@ -411,7 +413,7 @@ async def test_an_idle_channel_is_forgotten_and_its_connection_closed_until_a_wa
     make: Callable[..., Cachify], admin: redis.Redis, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(notify, 'IDLE_UNSUBSCRIBE', 0.3)
-    monkeypatch.setattr(subscription, 'IDLE_UNSUBSCRIBE', 0.3)
+    monkeypatch.setattr(subscription, 'CHECK_EVERY', 0.3)
     cachify = make(kind)
     await hand_over(cachify, 'idle-channel', kind)
     await until(lambda: _pubsub_connections(admin) == 1, what='a subscriber connection')
@@ -464,3 +466,106 @@ def test_the_subscription_state_machine(monkeypatch: pytest.MonkeyPatch, caplog:
     machine.close()
     assert machine.plan().stop
     assert not machine.request('ch')
+
+
+def test_the_state_machine_pings_and_gives_up_on_a_silent_connection(caplog: pytest.LogCaptureFixture) -> None:
+    now = [100.0]
+    wakeups = Wakeups()
+    wakeups.add('ch', 'w1', lambda: None)
+    machine = Subscriptions(wakeups, clock=lambda: now[0])
+    machine.request('ch')
+    machine.plan()
+    machine.connected()
+    machine.confirmed('ch')
+    assert machine.plan().wait == pytest.approx(subscription.CHECK_EVERY)  # idle: one wake-up per check
+    now[0] += subscription.CHECK_EVERY
+    assert machine.plan().ping
+    machine.ponged()
+    now[0] += subscription.CHECK_EVERY
+    assert machine.plan().ping  # answered: alive, asked again
+    now[0] += subscription.CHECK_EVERY
+    with caplog.at_level(logging.WARNING, logger='py_cachify'):
+        plan = machine.plan()  # not answered: dead without a word
+    assert plan.disconnect
+    assert not plan.ping
+    assert machine.state('ch') is State.REQUESTED
+    assert 'stopped answering PING' in caplog.text
+    now[0] += 1
+    assert machine.plan().subscribe == ['ch']
+
+
+class SilentProxy:
+    """A TCP proxy to a server that can make its subscriber connections go silent.
+
+    Like a NAT or a load balancer that forgot an idle connection: nothing passes in either
+    direction any more, yet neither end is told. New connections pass as before.
+    """
+
+    def __init__(self, port: int) -> None:
+        self._target = port
+        self._listener = socket.create_server(('127.0.0.1', 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._peers: dict[socket.socket, socket.socket] = {}
+        self._subscribers: set[socket.socket] = set()
+        self._silent: frozenset[socket.socket] = frozenset()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='silent-proxy', daemon=True)
+        self._thread.start()
+
+    def silence_subscribers(self) -> None:
+        self._silent = frozenset(self._subscribers | {self._peers[s] for s in self._subscribers if s in self._peers})
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        for sock in [self._listener, *self._peers]:
+            sock.close()
+
+    def _run(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            while not self._stop.is_set():
+                for key, _ in selector.select(0.05):
+                    sock: socket.socket = key.fileobj  # type: ignore[assignment]
+                    if sock is self._listener:
+                        client, _ = sock.accept()
+                        upstream = socket.create_connection(('127.0.0.1', self._target))
+                        self._peers[client], self._peers[upstream] = upstream, client
+                        selector.register(client, selectors.EVENT_READ)
+                        selector.register(upstream, selectors.EVENT_READ)
+                        continue
+                    try:
+                        data = sock.recv(65536)
+                    except OSError:
+                        data = b''
+                    if sock in self._silent:
+                        continue  # swallowed: the path is dead
+                    peer = self._peers[sock]
+                    if not data:
+                        for end in (sock, peer):
+                            selector.unregister(end)
+                            end.close()
+                            self._peers.pop(end, None)
+                        continue
+                    if b'SUBSCRIBE' in data.upper():
+                        self._subscribers.add(sock)
+                    peer.sendall(data)
+
+
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('kind', KINDS)
+async def test_a_subscriber_connection_that_went_silent_is_noticed_and_replaced(
+    make: Callable[..., Cachify], server: RedisServer, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(subscription, 'CHECK_EVERY', 0.3)
+    proxy = SilentProxy(server.port)
+    cachify = make(kind, f'redis://127.0.0.1:{proxy.port}/0')
+    try:
+        await hand_over(cachify, 'silent', kind)
+        proxy.silence_subscribers()
+        took, _ = await until_pubsub_speed(cachify, 'silent', kind, deadline=20)
+        assert took < 3.0  # two checks and a reconnect
+        assert await pubsub_p50(cachify, 'silent', kind) < PUBSUB_SPEED
+    finally:
+        await cachify.aclose()
+        proxy.close()

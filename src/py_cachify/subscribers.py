@@ -69,6 +69,8 @@ def _handle(machine: Subscriptions, wakeups: Wakeups, message: dict[str, Any]) -
         machine.confirmed(_text(message['channel']))
     elif kind == 'message':
         wakeups.deliver(_text(message['channel']), _text(message['data']))
+    elif kind == 'pong':
+        machine.ponged()
 
 
 class _SyncLink:
@@ -191,6 +193,8 @@ class ThreadSubscriber:
                             link.pubsub.unsubscribe(*plan.unsubscribe)
                         if plan.subscribe:
                             link.pubsub.subscribe(*plan.subscribe)
+                        if plan.ping:
+                            link.pubsub.ping()
                         self._drain(machine, link)
                 except Exception as exc:
                     if link is not None:
@@ -320,6 +324,8 @@ class _LoopSubscriber:
                             await link.pubsub.unsubscribe(*plan.unsubscribe)
                         if plan.subscribe:
                             await link.pubsub.subscribe(*plan.subscribe)
+                        if plan.ping:
+                            await link.pubsub.ping()
                         if reader is None:
                             reader = asyncio.ensure_future(link.pubsub.get_message(timeout=None))
                 except Exception as exc:

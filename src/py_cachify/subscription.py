@@ -2,9 +2,14 @@
 
 Per channel: REQUESTED (a waiter asked; not sent, or sent on a connection that was lost)
 -> SENT (SUBSCRIBE written) -> SUBSCRIBED (the server confirmed) -> REQUESTED again when
-the connection is lost. A channel nobody waited on for `IDLE_UNSUBSCRIBE` seconds is
+the connection is lost. A channel nobody waited on for `notify.IDLE_UNSUBSCRIBE` seconds is
 unsubscribed and forgotten. Entering SUBSCRIBED wakes the channel's waiters once, so a
 release published before the subscription took effect is never waited out.
+
+Every `CHECK_EVERY` seconds the shell wakes even when nothing happens: to drop idle
+channels, and to PING the connection; a PING still unanswered at the next check means the
+connection died without a word (a NAT or load balancer that dropped it while idle), and
+it is replaced like any failed one.
 
 The thread and the asyncio shells in `subscribers` drive the same machine: each asks
 `plan()` what to do, does it, and reports back (`connected`, `confirmed`, `failed`).
@@ -19,12 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .notify import IDLE_UNSUBSCRIBE, Wakeups
+from .notify import Wakeups
 
-__all__ = ['Plan', 'State', 'Subscriptions']
+__all__ = ['CHECK_EVERY', 'Plan', 'State', 'Subscriptions']
 
 log = logging.getLogger('py_cachify')
 
+# How often an idle listener wakes: to forget idle channels and to PING its connection.
+CHECK_EVERY = 30.0
 # Retries after a failure: soon at first (a killed connection comes back at once), never
 # slower than this, so wake-ups resume well within a second of the server answering again.
 _FIRST_RETRY = 0.025
@@ -47,6 +54,7 @@ class Plan:
     disconnect: bool = False
     connect: bool = False
     refresh: bool = False  # look the server up again before connecting (a cluster may have failed over)
+    ping: bool = False  # PING the connection: its answer shows it is still alive
     unsubscribe: list[str] = field(default_factory=list)
     subscribe: list[str] = field(default_factory=list)
     wait: float | None = None
@@ -65,7 +73,8 @@ class Subscriptions:
         self._failures = 0  # consecutive, since the last confirmed subscription
         self._retry_at = 0.0
         self._outage = False  # a failure was logged and no subscription has been confirmed since
-        self._next_idle_check = clock() + IDLE_UNSUBSCRIBE
+        self._pinged = False  # a PING went out and its answer has not come back yet
+        self._next_check = clock() + CHECK_EVERY
 
     @property
     def closed(self) -> bool:
@@ -87,35 +96,49 @@ class Subscriptions:
 
     def plan(self) -> Plan:
         """The next steps; marks the channels it asks to subscribe as SENT."""
+        silent = started = False
         with self._lock:
             if self._closed:
                 return Plan(stop=True)
             now = self._clock()
             plan = Plan()
-            if now >= self._next_idle_check:
-                self._next_idle_check = now + IDLE_UNSUBSCRIBE
+            if now >= self._next_check:
+                self._next_check = now + CHECK_EVERY
                 plan.unsubscribe = self._forget_idle()
+                if self._connected and self._channels:
+                    silent, plan.ping, self._pinged = self._pinged, not self._pinged, True
+            if silent:
+                plan = Plan(disconnect=True, unsubscribe=[])
+                started = self._fail(now)
             if not self._channels:
                 # Nothing to listen to: no connection is kept, and the shell sleeps until poked.
-                plan.disconnect, plan.unsubscribe = self._connected, []
+                plan.disconnect, plan.unsubscribe = self._connected or plan.disconnect, []
                 self._connected = False
                 return plan
             if not self._connected:
-                plan.unsubscribe = []
+                plan.unsubscribe, plan.ping = [], False
                 if now < self._retry_at:
                     plan.wait = self._retry_at - now
-                    return plan
-                plan.connect, plan.refresh = True, self._failures > 0
-            plan.subscribe = [c for c, state in self._channels.items() if state is State.REQUESTED]
-            for channel in plan.subscribe:
-                self._channels[channel] = State.SENT
-            plan.wait = max(0.0, self._next_idle_check - now)
-            return plan
+                else:
+                    plan.connect, plan.refresh = True, self._failures > 0
+            if plan.connect or self._connected:
+                plan.subscribe = [c for c, state in self._channels.items() if state is State.REQUESTED]
+                for channel in plan.subscribe:
+                    self._channels[channel] = State.SENT
+                plan.wait = max(0.0, self._next_check - now)
+        if silent and started:
+            log.warning('py_cachify wake-ups: the subscriber connection stopped answering PING; reconnecting')
+        return plan
 
     def connected(self) -> None:
         """The shell opened a connection (the plan's SUBSCRIBE goes out on it next)."""
         with self._lock:
-            self._connected = True
+            self._connected, self._pinged = True, False
+
+    def ponged(self) -> None:
+        """The connection answered a PING: it is alive."""
+        with self._lock:
+            self._pinged = False
 
     def confirmed(self, channel: str) -> None:
         """The server confirmed SUBSCRIBE `channel`: wake its waiters, who may have missed a release."""
@@ -132,15 +155,20 @@ class Subscriptions:
     def failed(self, exc: BaseException) -> None:
         """The connection or a command on it failed: every channel must be subscribed again, later."""
         with self._lock:
-            self._connected = False
-            for channel in self._channels:
-                self._channels[channel] = State.REQUESTED
-            self._failures += 1
-            self._retry_at = self._clock() + min(_MAX_RETRY, _FIRST_RETRY * 2 ** (self._failures - 1))
-            started, self._outage = not self._outage, True
+            started = self._fail(self._clock())
         if started:
             # Once per outage, not per retry: waiters keep going on their fallback poll.
             log.warning('py_cachify wake-ups: subscriber failed (%s: %s); retrying', type(exc).__name__, exc)
+
+    def _fail(self, now: float) -> bool:
+        """The connection is gone (lock held); True if this starts an outage."""
+        self._connected, self._pinged = False, False
+        for channel in self._channels:
+            self._channels[channel] = State.REQUESTED
+        self._failures += 1
+        self._retry_at = now + min(_MAX_RETRY, _FIRST_RETRY * 2 ** (self._failures - 1))
+        started, self._outage = not self._outage, True
+        return started
 
     def close(self) -> None:
         """Stop: forget every channel; later requests are ignored."""
@@ -157,6 +185,7 @@ class Subscriptions:
         self._failures = 0
         self._retry_at = 0.0
         self._outage = False
+        self._pinged = False
 
     def _forget_idle(self) -> list[str]:
         """Drop channels nobody waits on; returns those to UNSUBSCRIBE on the live connection."""
