@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.exceptions import RedisError
 
-__all__ = ['CachifyBackendError', 'CachifyError', 'CachifyInitError', 'CachifyPoolFullError']
+__all__ = ['CachifyBackendError', 'CachifyError', 'CachifyInitError', 'CachifyLockError', 'CachifyPoolFullError']
 
 
 class CachifyError(Exception):
@@ -39,6 +39,22 @@ class CachifyPoolFullError(CachifyError):
     def __reduce__(self) -> tuple[type[CachifyPoolFullError], tuple[str, int | None]]:
         # Rebuilt from what it was made of, so it crosses process boundaries unchanged.
         return type(self), (self.args[0] if self.key is None else self.key, self.max_size)
+
+
+class CachifyLockError(CachifyError):
+    """A lock is held by someone else: taken with `nowait=True`, or not freed within `timeout`.
+
+    `key` is the lock's key as given (None when your own code raises it with a message alone).
+    """
+
+    key: str | None
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[type[CachifyLockError], tuple[str, str | None]]:
+        return type(self), (self.args[0], self.key)
 
 
 class CachifyBackendError(CachifyError, RedisError):

@@ -71,7 +71,21 @@ class UnsetType:
 UNSET: Final = UnsetType()
 
 SlotExp = int | float | None
-ScriptName = Literal['acquire', 'release', 'size', 'purge', 'extend', 'holders', 'leave']
+ScriptName = Literal[
+    'acquire',
+    'release',
+    'size',
+    'purge',
+    'extend',
+    'holders',
+    'leave',
+    # locks and the cache (cacheops.py builds their calls)
+    'lock_break',
+    'cache_fetch',
+    'cache_store',
+    'cache_abandon',
+    'cache_delete',
+]
 
 # Status codes of acquire.lua.
 _ACQUIRED, _ALREADY_HELD, _NOT_ACQUIRED, _NO_CLOCK = 1, 2, 0, -1
@@ -113,7 +127,7 @@ class Call:
 
     script: ScriptName
     keys: tuple[str, ...]
-    args: tuple[str | int, ...]
+    args: tuple[str | int | bytes, ...]  # bytes: a cached value (cacheops.store_call)
     pool: str  # the pool's key as the user gave it, for error messages
 
 

@@ -33,6 +33,7 @@ class MemoryBackend:
         self._clock = clock
         self._lock = threading.Lock()
         self._zsets: dict[str, dict[str, float]] = {}
+        self._strings: dict[str, object] = {}  # the cache's values and fill claims (cacheops.py)
         self._expiry: dict[str, float] = {}  # key -> ms when it vanishes, like a Redis TTL
         self._next_sweep = 0.0
         self.wakeups = Wakeups()
@@ -152,6 +153,54 @@ class MemoryBackend:
         live = [(exp, slot) for exp, slot in self._ordered(slots) if exp > now][: int(limit)]
         return [x for exp, slot in live for x in (slot, -1 if exp == _INF else int(exp - now))], None
 
+    # -- twins of the lock and cache scripts (lock_break.lua, cache_*.lua)
+
+    def _lock_break(self, now_us: int, now: int, slots: str, channel: str) -> tuple[object, tuple[str, str] | None]:
+        if slots not in self._zsets:
+            return 0, None
+        self._delete(slots)
+        return 1, (channel, '')
+
+    def _cache_fetch(
+        self, now_us: int, now: int, value_key: str, fill: str, token: str, claim_ms: int | str
+    ) -> tuple[object, None]:
+        value = self._strings.get(value_key)
+        if value is not None:
+            return [1, value, -1], None
+        if int(claim_ms) <= 0:
+            return [0, b'', -1], None
+        if fill not in self._strings:
+            self._strings[fill] = token
+            self._expiry[fill] = now + int(claim_ms)
+            return [0, b'', -1], None
+        expiry = self._expiry.get(fill)
+        return [2, b'', -1 if expiry is None else int(expiry - now)], None
+
+    def _cache_store(
+        self, now_us: int, now: int, value_key: str, fill: str, token: str, value: bytes, ttl: int | str, channel: str
+    ) -> tuple[object, tuple[str, str]]:
+        self._strings[value_key] = value
+        if int(ttl) > 0:
+            self._expiry[value_key] = now + int(ttl)
+        else:
+            self._expiry.pop(value_key, None)
+        if self._strings.get(fill) == token:
+            self._delete(fill)
+        return 1, (channel, '')
+
+    def _cache_abandon(
+        self, now_us: int, now: int, fill: str, token: str, channel: str
+    ) -> tuple[object, tuple[str, str] | None]:
+        if self._strings.get(fill) != token:
+            return 0, None
+        self._delete(fill)
+        return 1, (channel, '')
+
+    def _cache_delete(self, now_us: int, now: int, value_key: str) -> tuple[object, None]:
+        existed = value_key in self._strings
+        self._delete(value_key)
+        return int(existed), None
+
     # -- _lib.lua's helpers, the same rules
 
     def _keep_ttl(self, slots: str, now: int) -> None:
@@ -207,6 +256,7 @@ class MemoryBackend:
 
     def _delete(self, key: str) -> None:
         self._zsets.pop(key, None)
+        self._strings.pop(key, None)
         self._expiry.pop(key, None)
 
     def _expire(self, keys: tuple[str, ...], now: int) -> None:
