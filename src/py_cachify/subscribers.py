@@ -380,6 +380,7 @@ class TaskSubscriber:
         self._client = client
         self._wakeups = wakeups
         self._loops: dict[asyncio.AbstractEventLoop, _LoopSubscriber] = {}
+        self._lock = threading.Lock()  # loops in several threads may share this subscriber
         self._closed = False
         _live.add(self)
 
@@ -398,25 +399,28 @@ class TaskSubscriber:
         except RuntimeError:
             return  # no loop to run a task on: sync waiters need a sync client anyway
         try:
-            sub = self._loops.get(loop)
-            if sub is None or sub.done:
-                self._loops = {other: s for other, s in self._loops.items() if not other.is_closed()}
-                sub = self._loops[loop] = _LoopSubscriber(self._client, self._wakeups, loop)
+            with self._lock:
+                sub = self._loops.get(loop)
+                if sub is None or sub.done:
+                    self._loops = {other: s for other, s in self._loops.items() if not other.is_closed()}
+                    sub = self._loops[loop] = _LoopSubscriber(self._client, self._wakeups, loop)
             sub.listen(channel)
         except Exception:
             log.warning('py_cachify wake-ups: could not listen on %s; waiters poll instead', channel, exc_info=True)
 
     def close(self) -> None:
         """Ask every loop's task to stop and close its connection (without waiting). Later `listen()` does nothing."""
-        self._closed = True
-        subs, self._loops = list(self._loops.values()), {}
+        with self._lock:
+            self._closed = True
+            subs, self._loops = list(self._loops.values()), {}
         for sub in subs:
             sub.stop_soon()
 
     async def aclose(self) -> None:
         """Stop every loop's task; waits for the running loop's own, which closes its connection."""
-        self._closed = True
-        subs, self._loops = list(self._loops.values()), {}
+        with self._lock:
+            self._closed = True
+            subs, self._loops = list(self._loops.values()), {}
         running = asyncio.get_running_loop()
         for sub in subs:
             if sub.loop is running:
@@ -426,6 +430,7 @@ class TaskSubscriber:
 
     def _after_fork(self) -> None:
         # The parent's loops and connections are not the child's to use.
+        self._lock = threading.Lock()
         self._loops = {}
 
 
