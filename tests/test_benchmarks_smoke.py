@@ -20,25 +20,28 @@ from benchmarks.run import SCENARIOS
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A figure per scenario that any working run measures above zero.
+# A figure per scenario that any working run measures above zero, however loaded the machine.
+# Not among them: counts over the fixed 0.3 s window of --quick (contention, processes: a loaded
+# machine may not schedule a single enter in it), and "release returned -> entered" spans, which
+# are below zero whenever the waiter enters before the holder's release call has returned.
 POSITIVE = {
     'sequential': ['sync.per_s', 'async.per_s', 'sync.p50_us'],
     'floor': ['sync.ping.per_s', 'sync.evalsha.per_s', 'async.ping.per_s', 'async.evalsha.per_s'],
     'requests': ['sync.pair.requests', 'sync.pair.round_trips', 'async.pair.requests', 'sync.size.requests'],
-    'contention': ['enters_per_s', 'max_inside'],
-    'processes': ['enters_per_s', 'max_holders'],
+    'contention': [],
+    'processes': [],
     'scale': ['live10.acquire_p50_us', 'live1000.acquire_p50_us', 'live10.bytes_per_slot'],
     'size': ['sync.per_s', 'async.per_s'],
     'embedded': ['sync.per_s', 'async.per_s'],
     # Both sides poll; only ours can wait (OURS_ONLY).
-    'waiting': ['proc.poll.p50_ms', 'thread.poll.p50_ms', 'async.poll.p50_ms', 'proc.poll.requests'],
+    'waiting': ['proc.poll.sent_p50_ms', 'thread.poll.sent_p50_ms', 'async.poll.sent_p50_ms', 'proc.poll.requests'],
 }
 OURS_ONLY = {
     'waiting': [
-        'proc.wait.p50_ms',
-        'thread.wait.p50_ms',
-        'async.wait.p50_ms',
-        'proc.fair.p50_ms',
+        'proc.wait.sent_p50_ms',
+        'thread.wait.sent_p50_ms',
+        'async.wait.sent_p50_ms',
+        'proc.fair.sent_p50_ms',
         'proc.wait.requests',
     ],
 }
@@ -88,4 +91,5 @@ def assert_numbers(metrics: dict[str, Any]) -> None:
     for name, value in metrics.items():
         assert isinstance(value, (int, float)), name
         assert math.isfinite(value), name
-        assert value >= 0, name
+        # Spans from the release call's return to the waiter's entry may be negative (see POSITIVE).
+        assert value >= 0 or name.endswith(('.p50_ms', '.p99_ms')), (name, value)
