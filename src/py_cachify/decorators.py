@@ -205,8 +205,13 @@ def pooled(
     its own arguments (defaults applied) and uses the pool of that key (suffixed `-pool`).
     When the pool is full: raise `CachifyPoolFullError` if `raise_on_full`, else return
     `on_full(*args, **kwargs)` (awaited if awaitable) if given, else return None.
-    The wrapper has `.size(*args, **kwargs)`: the live slots of the pool that call would use.
-    `nowait`, `timeout`, `fair`, `auto_renew` and `on_lost` are as for `pool`.
+    The wrapper has `.size(*args, **kwargs)`: the live slots of the pool that call would use
+    (on a method, ask the class: `Service.work.size(service, ...)`).
+    `nowait`, `timeout`, `fair`, `shed_at`, `auto_renew` and `on_lost` are as for `pool`.
+
+    Typed by what a full pool gives: a call returns `R | None`, `R` with `raise_on_full=True`,
+    or `R | T` with an `on_full` returning `T`. Type checkers hold the function to `on_full`'s
+    parameters (an `on_full` taking `*args: Any, **kwargs: Any` fits any function).
 
     Raises `TypeError` / `ValueError` at decoration time for a bad `key`, `max_size` or
     `slot_exp`, a key naming an argument the function does not take, or an async `on_full`
