@@ -362,7 +362,7 @@ def test_the_embedded_store_matches_the_scripts_on_a_real_redis_server(redis_cli
         redis_client.delete(*keys_of(*POOLS))
     assert compared > REAL_SEQUENCES * 5
     # A loaded machine may stall a call across an expiry; that only cuts a sequence short.
-    assert cut_short <= REAL_SEQUENCES // 4
+    assert cut_short <= REAL_SEQUENCES // 2
 
 
 def _run_on_the_server_clock(seed: int, ops: list[Op], scripted: Scripted, embedded: Embedded) -> int:
