@@ -56,6 +56,7 @@ class Logged:
     """The pool's commands SLOWLOG kept during one operation: durations in µs, slowest first."""
 
     durations: list[int] = field(default_factory=list)
+    in_order: list[int] = field(default_factory=list)  # the same, in the order they ran
 
     @property
     def slowest(self) -> int:
@@ -77,10 +78,10 @@ class Probe:
         entries: list[dict[str, Any]] = self.client.slowlog_get(100_000)
         durations = [
             int(entry['duration'])
-            for entry in entries
+            for entry in reversed(entries)  # SLOWLOG lists the newest first
             if _command(entry).upper().startswith((b'EVALSHA', b'EVAL')) and self.tag in _command(entry)
         ]
-        self.logged.durations = sorted(durations, reverse=True)
+        self.logged = Logged(sorted(durations, reverse=True), durations)
 
 
 def _command(entry: dict[str, Any]) -> bytes:
