@@ -11,11 +11,21 @@ from typing import Any
 from typing_extensions import assert_type
 
 from py_cachify import (
+    AsyncLockWrappedF,
     AsyncPoolWrappedF,
+    AsyncResetWrappedF,
     Cachify,
+    CachifyLockError,
     CachifyPoolFullError,
+    Decoder,
+    Encoder,
+    SyncLockWrappedF,
     SyncPoolWrappedF,
+    SyncResetWrappedF,
+    cached,
     init_cachify,
+    lock,
+    once,
     pool,
     pooled,
 )
@@ -137,6 +147,89 @@ legacy_strict: SyncPoolWrappedF[[int], int] = strict
 legacy_async: AsyncPoolWrappedF[[str], bytes] = araise
 
 
+# -- locks, once and cached ----------------------------------------------------------------------
+
+
+@lock('report-{day}')
+def report(day: int) -> str:
+    return f'report {day}'
+
+
+@lock('areport', nowait=False, timeout=1.0, exp=5)
+async def areport() -> int:
+    return 1
+
+
+@once('nightly-{n}', return_on_locked=0)
+def nightly(n: int) -> int:
+    return n
+
+
+@cachify.once('anightly', raise_on_locked=True)
+async def anightly() -> str:
+    return 'ran'
+
+
+@cached('square-{n}', ttl=60)
+def square(n: int) -> int:
+    return n * n
+
+
+encode: Encoder = str
+decode: Decoder = int
+
+
+@cachify.cached('asquare-{n}', ttl=None, enc_dec=(encode, decode))
+async def asquare(n: int) -> int:
+    return n * n
+
+
+class Catalog:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @cached('catalog-{self.name}-{page}')
+    def page(self, page: int) -> list[str]:
+        return [self.name] * page
+
+    @lock('catalog-{self.name}')
+    async def rebuild(self) -> bool:
+        return True
+
+
+legacy_lock: SyncLockWrappedF[[int], str] = report
+legacy_alock: AsyncLockWrappedF[[], int] = areport
+legacy_cached: SyncResetWrappedF[[int], int] = square
+legacy_acached: AsyncResetWrappedF[[int], int] = asquare
+
+
+async def locks_and_cache() -> None:
+    assert_type(report(1), str)
+    assert_type(report.is_locked(1), bool)
+    report.release(1)
+    assert_type(await areport(), int)
+    assert_type(await areport.is_locked(), bool)
+    assert_type(nightly(3), int)
+    assert_type(await anightly(), str)
+    assert_type(square(3), int)
+    square.reset(3)
+    assert_type(await asquare(3), int)
+    await asquare.reset(3)
+    catalog = Catalog('books')
+    assert_type(catalog.page(2), list[str])
+    assert_type(await catalog.rebuild(), bool)
+    with lock('direct-lock', exp=5) as held:
+        assert_type(held.extend(10), bool)
+        assert_type(held.is_locked(), bool)
+    async with cachify.lock('instance-lock', nowait=False, timeout=1) as aheld:
+        assert_type(await aheld.is_alocked(), bool)
+    try:
+        with lock('twice'), lock('twice'):
+            pass
+    except CachifyLockError as error:
+        assert_type(error.key, str | None)
+
+
 def sizes() -> int:
     # On a method, ask the class: `Service.run.size(service, n)` passes `self` on.
     return plain.size(1) + legacy.size(2) + Service.run.size(Service('a'), 1)
@@ -160,6 +253,7 @@ async def main() -> None:
     assert_type(svc.run_or(1), int)
     assert_type(await any_on_full(3), int | str)
     assert sizes() == 0
+    await locks_and_cache()
     try:
         async with pool('direct', max_size=1):
             await jobs.asize()
