@@ -27,6 +27,7 @@ __all__ = [
     'OnFullDecorator',
     'PooledDecorator',
     'SyncPooled',
+    'check_decoratable',
     'decorator',
     'pooled',
 ]
@@ -242,6 +243,7 @@ def decorator(pool_for: PoolFor, on_full: Callable[..., Any] | None, raise_on_fu
     """The wrapping shared by `pooled()` and `pool.pooled()`; `pool_for` picks each call's pool."""
 
     def decorate(func: Callable[..., Any]) -> Any:
+        check_decoratable(func)
         # Sync or async is decided once, here, not on every call.
         if is_async(func):
             return _wrap_async(func, pool_for, on_full, raise_on_full)
@@ -251,6 +253,38 @@ def decorator(pool_for: PoolFor, on_full: Callable[..., Any] | None, raise_on_fu
         return _wrap_sync(func, pool_for, on_full, raise_on_full)
 
     return cast(PooledDecorator[Any], decorate)
+
+
+def check_decoratable(func: object) -> None:
+    """Raise `TypeError` unless `func` is something our decorators can wrap: a function,
+    method or callable object, and not a task object of a task queue (Celery's `@app.task`).
+
+    A task under our decorator would be replaced, in its module, by a plain function with
+    no `.delay`, while the worker keeps running the registered task: without the pool, the
+    lock or the cache, and without a word. So the wrong order fails here, at import time.
+    """
+    if inspect.isfunction(func) or inspect.ismethod(func):
+        return  # the common case, decided without touching the object
+    if not callable(func):
+        raise TypeError(f'py_cachify decorates functions and callable objects, got {func!r}, which is not callable')
+    if _is_task(func):
+        raise TypeError(
+            f'{func!r} is already a task (it has .delay and .apply_async): put the py_cachify decorator '
+            'below the task decorator, right on the function, e.g.\n'
+            '    @app.task(bind=True)\n'
+            "    @pooled('key', max_size=2)\n"
+            '    def work(self, ...): ...\n'
+            'Above it, the worker would run the registered task with no pool, lock or cache at all.'
+        )
+
+
+def _is_task(func: object) -> bool:
+    # Duck-typed, so importing py_cachify never imports Celery: a Celery task (or the lazy
+    # proxy `@app.task` returns before the app is finalized) offers both of these.
+    try:
+        return callable(getattr(func, 'delay', None)) and callable(getattr(func, 'apply_async', None))
+    except Exception:  # a lazy proxy that cannot be evaluated (yet) is no function either
+        return False
 
 
 def is_async(func: Callable[..., Any]) -> bool:
@@ -316,6 +350,8 @@ class _KeyTemplate:
     """A key such as 'user-{user_id}', checked against the function once, formatted per call."""
 
     def __init__(self, template: str, func: Callable[..., Any]) -> None:
+        # Every decorator (pooled, lock, once, cached) reads its function here first.
+        check_decoratable(func)
         self._template = template
         self._signature = inspect.signature(func)
         try:

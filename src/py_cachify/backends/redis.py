@@ -14,6 +14,7 @@ from ..notify import Wakeups
 from ..ops import Call, ScriptName
 from ..scripts import source
 from ..subscribers import TaskSubscriber, ThreadSubscriber
+from .loops import LoopClients
 
 __all__ = ['RedisBackend']
 
@@ -30,12 +31,13 @@ class RedisBackend:
     def __init__(self, sync_client: Any = None, async_client: Any = None) -> None:
         self._sync = {n: sync_client.register_script(source(n)) for n in _SCRIPTS} if sync_client else None
         self._async = {n: async_client.register_script(source(n)) for n in _SCRIPTS} if async_client else None
+        # redis-py binds an asyncio client's connections to one event loop: each loop gets its own.
+        self.loop_clients = LoopClients(async_client) if async_client else None
         self.wakeups = Wakeups()
         self.give_backs = GiveBacks(self.run if sync_client else None, self.arun)
         # redis-py's asyncio cluster client breaks when its first commands run concurrently
         # (seen with 8.1: "'NoneType' object has no attribute 'writelines'"); initialize it once first.
-        self._async_cluster = async_client if isinstance(async_client, AsyncRedisCluster) else None
-        self._async_init_lock: asyncio.Lock | None = None
+        self._async_cluster = isinstance(async_client, AsyncRedisCluster)
         # One subscriber connection for every waiter of this backend: the sync client's
         # (in a thread, serving async waiters too), else the asyncio client's (a task per loop).
         self._subscriber: ThreadSubscriber | TaskSubscriber = (
@@ -60,11 +62,15 @@ class RedisBackend:
         """
         self._subscriber.close()
         self.give_backs.close()
+        if self.loop_clients is not None:
+            self.loop_clients.close()
 
     async def aclose(self) -> None:
         """`close`, waiting for the listener (thread, or this loop's task) to end."""
         await self._subscriber.aclose()
         await self.give_backs.aclose()
+        if self.loop_clients is not None:
+            await self.loop_clients.aclose()
 
     def run(self, call: Call) -> object:
         """Run `call` on the sync client."""
@@ -77,13 +83,14 @@ class RedisBackend:
 
     async def arun(self, call: Call) -> object:
         """Run `call` on the asyncio client."""
-        if self._async is None:
+        if self._async is None or self.loop_clients is None:
             raise CachifyInitError(f'pool {call.pool!r} is used from async code, but no async_client was given')
         cancels = _cancel_requests()
         try:
-            if self._async_cluster is not None:
-                await self._initialize_cluster(self._async_cluster)
-            reply = await self._async[call.script](keys=call.keys, args=call.args)
+            client, init_lock = await self.loop_clients.client()
+            if self._async_cluster:
+                await _initialize_cluster(client, init_lock)
+            reply = await self._async[call.script](keys=call.keys, args=call.args, client=client)
         except Exception as exc:
             raise backend_error(call, exc) from exc
         if _cancel_requests() > cancels:
@@ -92,14 +99,13 @@ class RedisBackend:
             raise asyncio.CancelledError
         return reply
 
-    async def _initialize_cluster(self, client: AsyncRedisCluster) -> None:
-        if not getattr(client, '_initialize', False):
-            return
-        if self._async_init_lock is None:
-            self._async_init_lock = asyncio.Lock()
-        async with self._async_init_lock:
-            if getattr(client, '_initialize', False):
-                await client.initialize()
+
+async def _initialize_cluster(client: AsyncRedisCluster, lock: asyncio.Lock) -> None:
+    if not getattr(client, '_initialize', False):
+        return
+    async with lock:
+        if getattr(client, '_initialize', False):
+            await client.initialize()
 
 
 # Failures that may pass by themselves: the same call can succeed later (a failover, a restart,

@@ -1,0 +1,186 @@
+"""Which asyncio client each event loop uses: redis-py binds a client's connections to one loop.
+
+The configured client serves the first loop that uses it (its home); every other loop gets a
+clone built from its connection settings, with connections of its own. A loop's clone is
+closed as that loop shuts down (`asyncio.run()` ending, a worker's per-task loop), and the
+configured client's connections are dropped when its home loop shuts down, after which it
+is retired: later loops get clones. So `asyncio.run()` per task, in any number of threads or
+forked processes, works and leaves no connection behind.
+
+The configured client goes through three states, each transition in one place below:
+UNUSED -> HOME (first use, in a loop of the process that configured it) -> RETIRED (its
+home loop shut down, `close()`, or a fork: the child must not touch the parent's sockets).
+
+A loop's shutdown is seen through an async generator started in it: `asyncio.run()` (and
+any runner calling `loop.shutdown_asyncgens()`) closes it inside the loop, before closing
+the loop, so the clone is closed where its connections live. Clients that cannot be cloned
+(cluster and Sentinel clients) are used as configured in every loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import threading
+import weakref
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio
+
+__all__ = ['LoopClients']
+
+log = logging.getLogger('py_cachify')
+
+# Pools whose constructor we know: a clone of anything else could miss a setting that matters.
+_CLONABLE: tuple[type, ...] = (redis.asyncio.ConnectionPool, redis.asyncio.BlockingConnectionPool)
+
+
+class Home(enum.Enum):
+    UNUSED = 'unused'
+    HOME = 'home'
+    RETIRED = 'retired'
+
+
+@dataclass
+class _LoopClient:
+    """The client one loop uses, and what closes it when the loop shuts down."""
+
+    client: Any
+    owned: bool  # a clone of ours (closed at shutdown), or the configured client (only disconnected)
+    init_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # asyncio locks belong to one loop
+    watcher: AsyncGenerator[None, None] | None = None
+
+
+class LoopClients:
+    """Hands each running event loop its asyncio client; closes clones with their loops."""
+
+    def __init__(self, client: Any) -> None:
+        self._configured = client
+        self._clonable = type(getattr(client, 'connection_pool', None)) in _CLONABLE
+        self._lock = threading.Lock()  # loops in several threads share one backend
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+        self._home = Home.UNUSED
+        self._home_loop: asyncio.AbstractEventLoop | None = None
+        _live.add(self)
+
+    @property
+    def home(self) -> Home:
+        """Where the configured client stands: unused, serving its home loop, or retired."""
+        return self._home
+
+    def open(self) -> int:
+        """How many loops hold a client of ours now (their clones, or the configured client)."""
+        with self._lock:
+            return sum(1 for loop in self._loops if not loop.is_closed())
+
+    async def client(self) -> tuple[Any, asyncio.Lock]:
+        """The running loop's client, and a lock of that loop (for a cluster client's first initialize)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            entry = self._loops.get(loop)
+            if entry is not None:
+                return entry.client, entry.init_lock
+            entry = self._assign(loop)
+        # Started here, inside the loop: its shutdown_asyncgens() will close it, in the loop.
+        entry.watcher = self._watch(loop, entry)
+        await entry.watcher.asend(None)
+        return entry.client, entry.init_lock
+
+    def _assign(self, loop: asyncio.AbstractEventLoop) -> _LoopClient:
+        """Pick the client of a loop seen for the first time (under the lock)."""
+        # Loops closed without shutting down their async generators: their clients cannot be
+        # awaited any more; drop them (the sockets go with the garbage).
+        self._loops = {other: e for other, e in self._loops.items() if not other.is_closed()}
+        if self._home is Home.UNUSED or not self._clonable:
+            if self._home is Home.UNUSED:
+                self._home, self._home_loop = Home.HOME, loop
+            entry = _LoopClient(self._configured, owned=False)
+        else:
+            entry = _LoopClient(_clone(self._configured), owned=True)
+        self._loops[loop] = entry
+        return entry
+
+    async def _watch(self, loop: asyncio.AbstractEventLoop, entry: _LoopClient) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            # The loop is shutting down (or close() ran): nothing of it will use this client again.
+            with self._lock:
+                if self._loops.get(loop) is entry:
+                    del self._loops[loop]
+                retire = self._home_loop is loop and self._home is Home.HOME
+                if retire:
+                    self._home, self._home_loop = Home.RETIRED, None
+            await _shut(entry, disconnect_configured=retire and self._clonable)
+
+    def close(self) -> None:
+        """Close every loop's clone (from any thread, without waiting); later loops get new ones."""
+        self._close_except(None)
+
+    async def aclose(self) -> None:
+        """`close`, waiting for the running loop's own client to be closed."""
+        running = asyncio.get_running_loop()
+        with self._lock:
+            mine = self._loops.get(running)
+        self._close_except(running)
+        if mine is not None and mine.watcher is not None:
+            await mine.watcher.aclose()
+
+    def _close_except(self, running: asyncio.AbstractEventLoop | None) -> None:
+        with self._lock:
+            entries = [(loop, e) for loop, e in self._loops.items() if loop is not running]
+        for loop, entry in entries:
+            if entry.watcher is not None and not loop.is_closed():
+                # Closed inside its own loop, where its connections live.
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    asyncio.run_coroutine_threadsafe(_aclose(entry.watcher), loop)
+
+    def _after_fork(self) -> None:
+        # The parent's connections are not the child's: the configured client's sockets are
+        # shared with the parent, so the child only ever uses clones of its own.
+        self._lock = threading.Lock()
+        self._loops = {}
+        self._home_loop = None
+        self._home = Home.RETIRED if self._clonable else Home.UNUSED
+
+
+def _clone(client: Any) -> Any:
+    """A client with `client`'s connection settings and a connection pool of its own."""
+    source = client.connection_pool
+    kwargs = {k: v for k, v in source.connection_kwargs.items() if k != 'maint_notifications_pool_handler'}
+    if isinstance(source, redis.asyncio.BlockingConnectionPool):
+        kwargs['timeout'] = source.timeout
+    pool = type(source)(connection_class=source.connection_class, max_connections=source.max_connections, **kwargs)
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+async def _aclose(watcher: AsyncGenerator[None, None]) -> None:
+    await watcher.aclose()
+
+
+async def _shut(entry: _LoopClient, disconnect_configured: bool) -> None:
+    try:
+        if entry.owned:
+            await entry.client.aclose(close_connection_pool=True)
+        elif disconnect_configured:
+            # The configured client stays the caller's; only its connections of this loop go.
+            await entry.client.connection_pool.disconnect()
+    except Exception:  # a connection already broken has nothing left to close
+        log.debug('py_cachify: closing a loop client failed', exc_info=True)
+
+
+_live: weakref.WeakSet[LoopClients] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for clients in list(_live):
+        clients._after_fork()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_reset_in_child)
