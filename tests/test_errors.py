@@ -227,10 +227,13 @@ def test_pool_full_error_takes_a_message_alone_as_3_1_0_allows() -> None:
     [
         ({'sync_client': 'redis://localhost'}, r"sync_client must be a redis-py client.*'redis://localhost'"),
         ({'async_client': object()}, r'async_client must be a redis-py client.*object'),
-        ({'sync_client': redis.asyncio.Redis()}, r'sync_client must be .*redis\.asyncio\.client\.Redis.*async_client'),
-        ({'async_client': redis.Redis()}, r'async_client must be .*redis\.client\.Redis.*sync_client'),
         (
-            {'sync_client': redis.Redis(), 'async_client': redis.Redis()},
+            {'sync_client': redis.asyncio.Redis(port=1)},
+            r'sync_client must be .*redis\.asyncio\.client\.Redis.*async_client',
+        ),
+        ({'async_client': redis.Redis(port=1)}, r'async_client must be .*redis\.client\.Redis.*sync_client'),
+        (
+            {'sync_client': redis.Redis(port=1), 'async_client': redis.Redis(port=1)},
             r'async_client must be .*belongs in sync_client',
         ),
     ],
