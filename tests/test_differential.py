@@ -7,6 +7,7 @@ and (where the clock is ours) the whole stored state must agree:
 
 - fakeredis runs the real scripts with Lua, its clock (TIME and key expiry) set by the test,
   so sequences hit exact boundaries: a slot expiring at this very ms, a lease running out.
+  It runs on Lua 5.1, as Redis embeds, and again (fewer sequences) on Lua 5.4.
 - a real redis-server runs them on its own clock. The test reads Redis TIME before each call
   and runs the embedded store at that time; the call lands a fraction of a ms later, so no
   expiry may fall in between: the driver waits out any expiry closer than MARGIN_MS. Times in
