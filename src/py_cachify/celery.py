@@ -67,8 +67,13 @@ def retry_on_full(
         # Celery reads max_retries=None as "the task's default", never as unlimited: one more
         # than the retries so far is never exceeded.
         limit = bound.request.retries + 1 if max_retries is None else max_retries
-        # retry() raises Celery's Retry (or MaxRetriesExceededError past the limit) itself.
-        raise bound.retry(countdown=countdown + random.uniform(0, jitter), max_retries=limit)
+        try:
+            # retry() raises Celery's Retry (or MaxRetriesExceededError past the limit) itself.
+            raise bound.retry(countdown=countdown + random.uniform(0, jitter), max_retries=limit)
+        finally:
+            # retry(max_retries=...) leaves it on the shared task object, where a later
+            # autoretry of the task (any call, any thread) would take it for its own limit.
+            vars(bound).pop('override_max_retries', None)
 
     return on_full
 
