@@ -59,4 +59,12 @@ local function drop_lapsed(queue, leases, now)
   end
 end
 
+-- Announce `message` on a wake-up channel. `sharded` is the script's optional "sharded"
+-- argument: '1' on a Redis >= 7 Cluster, where SPUBLISH reaches only the nodes of the
+-- channel's shard instead of being broadcast to every node; else PUBLISH (Redis 6.2,
+-- standalone, Sentinel). The channel shares the keys' hash tag, so it is in their slot.
+local function publish(channel, message, sharded)
+  redis.call(sharded == '1' and 'SPUBLISH' or 'PUBLISH', channel, message)
+end
+
 -- End of _lib.lua; the operation's own script follows.

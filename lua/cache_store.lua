@@ -7,6 +7,7 @@
 -- ARGV[2]  the value, already encoded
 -- ARGV[3]  its lifetime in ms, or 0 for no expiry
 -- ARGV[4]  the wake-up channel of this value's waiters
+-- ARGV[5]  optional: '1' to announce with SPUBLISH (see publish() in _lib.lua)
 --
 -- Reply    1
 if tonumber(ARGV[3]) > 0 then
@@ -15,5 +16,5 @@ else
   redis.call('SET', KEYS[1], ARGV[2])
 end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-redis.call('PUBLISH', ARGV[4], '')
+publish(ARGV[4], '', ARGV[5])
 return 1

@@ -3,8 +3,9 @@
 --
 -- KEYS[1]  the lock's slots: the sorted set of its pool of one (see acquire.lua)
 -- ARGV[1]  the lock's wake-up channel
+-- ARGV[2]  optional: '1' to announce with SPUBLISH (see publish() in _lib.lua)
 --
 -- Reply    1 it was held (or held an expired slot) and is free now; 0 nothing was there
 if redis.call('DEL', KEYS[1]) == 0 then return 0 end
-redis.call('PUBLISH', ARGV[1], '')
+publish(ARGV[1], '', ARGV[2])
 return 1

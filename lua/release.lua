@@ -7,6 +7,7 @@
 -- ARGV[1]  the caller's slot id
 -- ARGV[2]  max_size (see acquire.lua)
 -- ARGV[3]  the pool's wake-up channel
+-- ARGV[4]  optional: '1' to announce with SPUBLISH (see publish() in _lib.lua)
 --
 -- On release of a live slot it publishes, atomically with it, the id of the queued waiter
 -- that the freed slot is for, or '' when no live queued waiter is owed it: any waiter may
@@ -36,5 +37,5 @@ if free >= 1 and free <= redis.call('ZCARD', queue) then
   -- More than BATCH lapsed waiters may be left in the queue: name only a live one.
   if lapses and tonumber(lapses) > now then owed = waiter end
 end
-redis.call('PUBLISH', ARGV[3], owed)
+publish(ARGV[3], owed, ARGV[4])
 return 1

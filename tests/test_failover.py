@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import statistics
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import pytest
@@ -29,9 +29,10 @@ import redis.cluster
 import redis.sentinel
 
 from py_cachify import Cachify, CachifyBackendError, init_cachify
+from py_cachify.ops import pool_keys
 
-from .redis_server import RedisCluster, RedisSentinel
-from .test_wakeups import PUBSUB_SPEED, channel_of, pubsub_p50, until, until_pubsub_speed
+from .redis_server import RedisCluster, RedisSentinel, find_redis_server_7
+from .test_wakeups import PUBSUB_SPEED, channel_of, hand_over, pubsub_p50, until, until_pubsub_speed
 
 pytestmark = pytest.mark.slow
 
@@ -43,10 +44,14 @@ CLIENT_OPTIONS: dict[str, Any] = {'socket_timeout': 1.0, 'socket_connect_timeout
 
 @dataclass
 class Load:
-    """Workers looping `with pool:`; what they saw, counted outside the pool."""
+    """Workers looping `with pool:`; what they saw, counted outside the pool.
+
+    `shared` counts holders across processes: (holding, peak) in shared memory.
+    """
 
     holding: int = 0
     peak: int = 0
+    shared: tuple[Any, Any] | None = None
     entries: list[tuple[float, float]] = field(default_factory=list)  # (try started, entered)
     backend_errors: int = 0
     wrong: list[BaseException] = field(default_factory=list)  # anything but CachifyBackendError
@@ -58,8 +63,16 @@ class Load:
             self.holding += 1
             self.peak = max(self.peak, self.holding)
             self.entries.append((started, time.monotonic()))
+        if self.shared is not None:
+            holding, peak = self.shared
+            with holding.get_lock():
+                holding.value += 1
+                peak.value = max(peak.value, holding.value)
 
     def leaving(self) -> None:
+        if self.shared is not None:
+            with self.shared[0].get_lock():
+                self.shared[0].value -= 1
         with self.lock:
             self.holding -= 1
 
@@ -142,16 +155,14 @@ class Running:
         assert not any(t.is_alive() for t in self.threads), 'a worker thread did not stop'
 
 
-async def run_through(load: Load, kill: Callable[[], object], settle: Callable[[], object]) -> tuple[float, float]:
-    """Let the load run, `kill`, wait for `settle` (the failover) off the loop; (kill time, settled time)."""
+async def run_through(load: Load, kill: Callable[[], object]) -> float:
+    """Let the load run, then `kill` (off the loop); returns when, once the pool works again."""
     await until(lambda: len(load.entries) >= 20, what='the load got going')
     await asyncio.to_thread(kill)
     killed = time.monotonic()  # once the process is gone: nothing after this reached it
-    await asyncio.to_thread(settle)
-    settled = time.monotonic()
     # The same pool objects work again, for every kind of worker.
-    await until(lambda: load.entries_after(settled) >= 20, timeout=60, what='the pool worked again after failover')
-    return killed, settled
+    await until(lambda: load.entries_after(killed) >= 20, timeout=60, what='the pool worked again after failover')
+    return killed
 
 
 def check(load: Load) -> None:
@@ -186,7 +197,7 @@ async def test_a_sentinel_failover_under_load(sentinel: RedisSentinel) -> None:
         for _ in range(3):
             running.thread(threaded, 'load')
             running.task(tasked, 'load')
-        killed, settled = await run_through(load, sentinel.kill_master, lambda: None)
+        killed = await run_through(load, sentinel.kill_master)
         failed_over = await asyncio.to_thread(sentinel.wait_for_failover, sentinel.master)
         await running.stop()
         check(load)
@@ -194,7 +205,7 @@ async def test_a_sentinel_failover_under_load(sentinel: RedisSentinel) -> None:
         recovery = load.first_entry_after(killed)
         wakeups = {}
         for kind, cachify in (('thread', threaded), ('task', tasked)):
-            took, _ = await until_pubsub_speed(cachify, 'after', kind, deadline=30)
+            await until_pubsub_speed(cachify, 'after', kind, deadline=30)
             wakeups[kind] = await pubsub_p50(cachify, 'after', kind)
             assert wakeups[kind] < PUBSUB_SPEED
         print(
@@ -210,3 +221,159 @@ async def test_a_sentinel_failover_under_load(sentinel: RedisSentinel) -> None:
         await async_master.aclose()
         for client in sentinel_clients:
             await client.aclose() if isinstance(client, redis.asyncio.Redis) else client.close()
+
+
+# -- Cluster ----------------------------------------------------------------------------------
+
+# Sharded pub/sub is exercised when a Redis >= 7 is there; else plain pub/sub on the default binary.
+REDIS_7 = find_redis_server_7()
+
+
+def _child_load(url: str, shared: tuple[Any, Any], stop: Any, report: Any) -> None:
+    """In another process: thread workers on the same pool until told to stop; then a wake-up check."""
+    sync_client = redis.cluster.RedisCluster.from_url(url, **CLIENT_OPTIONS)
+    async_client = redis.asyncio.cluster.RedisCluster.from_url(url, **CLIENT_OPTIONS)
+    cachify = init_cachify(sync_client, async_client, prefix='cluster-', is_global=False)
+    load = Load(shared=shared)
+    threads = [threading.Thread(target=load.thread_worker, args=(cachify, 'load')) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        stop.wait(120)
+        load.stop.set()
+        for thread in threads:
+            thread.join(30)
+
+        async def woken() -> float:
+            try:
+                await until_pubsub_speed(cachify, 'child-after', 'thread', deadline=30)
+                return await pubsub_p50(cachify, 'child-after', 'thread')
+            finally:
+                await cachify.aclose()
+                await async_client.aclose()
+
+        latency = asyncio.run(woken())
+        report.put((len(load.entries), load.backend_errors, [repr(e) for e in load.wrong], latency))
+    except BaseException as exc:
+        report.put((0, 0, [repr(exc)], None))
+    finally:
+        load.stop.set()
+        cachify.close()
+        sync_client.close()
+
+
+@pytest.mark.parametrize('how', ['SIGKILL', 'CLUSTER FAILOVER'])
+async def test_a_cluster_failover_under_load(how: str) -> None:
+    context = multiprocessing.get_context('spawn')
+    shared = (context.Value('i', 0), context.Value('i', 0))
+    stop, report = context.Event(), context.Queue()
+    with RedisCluster(replicas=1, node_timeout_ms=1000, binary=REDIS_7) as cluster:
+        sync_client = redis.cluster.RedisCluster.from_url(cluster.url, **CLIENT_OPTIONS)
+        async_client = redis.asyncio.cluster.RedisCluster.from_url(cluster.url, **CLIENT_OPTIONS)
+        threaded = init_cachify(sync_client, async_client, prefix='cluster-', is_global=False)
+        tasked = init_cachify(None, async_client, prefix='cluster-', is_global=False)
+        load = Load(shared=shared)
+        running = Running(load)
+        child = context.Process(target=_child_load, args=(cluster.url, shared, stop, report), daemon=True)
+        try:
+            child.start()
+            for _ in range(2):
+                running.thread(threaded, 'load')
+                running.task(tasked, 'load')
+            master = cluster.master_of(pool_keys('cluster-load').slots)
+            replica = next(g for m, g in zip(cluster.masters, cluster.replicas, strict=True) if m is master)[0]
+
+            def fail_over() -> None:
+                if how == 'SIGKILL':
+                    master.kill()
+                else:
+                    with redis.Redis(port=replica.port) as node:
+                        node.execute_command('CLUSTER', 'FAILOVER')  # type: ignore[no-untyped-call]
+                cluster.wait_for_failover(master)
+
+            killed = await run_through(load, fail_over)
+            await running.stop()
+            stop.set()
+            entries, errors, wrong, child_latency = await asyncio.to_thread(report.get, True, 90)
+            check(load)
+            assert not wrong, wrong
+            assert entries > 0
+            assert shared[1].value <= MAX_SIZE, f'{shared[1].value} holders at once across processes'
+            assert child_latency is not None
+            assert child_latency < PUBSUB_SPEED
+            recovery = load.first_entry_after(killed)
+            wakeups = {}
+            for kind, cachify in (('thread', threaded), ('task', tasked)):
+                await until_pubsub_speed(cachify, 'after', kind, deadline=30)
+                wakeups[kind] = await pubsub_p50(cachify, 'after', kind)
+                assert wakeups[kind] < PUBSUB_SPEED
+            print(
+                f'\ncluster {how} under load ({"sharded" if threaded.settings.backend.sharded() else "plain"} '
+                f'pub/sub): first acquire {recovery:.3f} s after it began ({load.backend_errors} + {errors} '
+                f'CachifyBackendErrors, peak {shared[1].value}/{MAX_SIZE} across 2 processes); wake-up p50 after it: '
+                f'thread {wakeups["thread"] * 1000:.1f} ms, task {wakeups["task"] * 1000:.1f} ms, '
+                f'other process {child_latency * 1000:.1f} ms'
+            )
+        finally:
+            stop.set()
+            await running.stop()
+            child.join(60)
+            if child.is_alive():
+                child.kill()
+                child.join()
+            report.close()
+            report.join_thread()
+            await threaded.aclose()
+            await tasked.aclose()
+            sync_client.close()
+            await async_client.aclose()
+
+
+# -- sharded pub/sub on a Redis >= 7 Cluster ------------------------------------------------
+
+needs_redis_7 = pytest.mark.skipif(
+    REDIS_7 is None, reason='sharded pub/sub needs a redis-server >= 7 (none on PATH, in /usr/bin or $REDIS_SERVER_7)'
+)
+
+
+def cluster_clients(url: str, kind: str) -> tuple[Any, Any]:
+    sync_client = redis.cluster.RedisCluster.from_url(url, **CLIENT_OPTIONS) if kind == 'thread' else None
+    return sync_client, redis.asyncio.cluster.RedisCluster.from_url(url, **CLIENT_OPTIONS)
+
+
+async def close_all(cachify: Cachify, sync_client: Any, async_client: Any) -> None:
+    await cachify.aclose()
+    if sync_client is not None:
+        sync_client.close()
+    await async_client.aclose()
+
+
+@needs_redis_7
+@pytest.mark.parametrize('kind', ['thread', 'task'])
+async def test_on_redis_7_a_cluster_wakes_waiters_by_sharded_pub_sub(kind: str) -> None:
+    with RedisCluster(binary=REDIS_7) as cluster:
+        sync_client, async_client = cluster_clients(cluster.url, kind)
+        cachify = init_cachify(sync_client, async_client, prefix='sharded-', is_global=False)
+        try:
+            # Pools on every master: each channel goes on a connection to its own shard.
+            keys = [f'key{i}' for i in range(12)]
+            owners = {cluster.master_of(channel_of(cachify, key)).port for key in keys}
+            assert len(owners) == 3
+            latencies = [await hand_over(cachify, key, kind) for key in keys]
+            assert statistics.median(latencies) < PUBSUB_SPEED
+            for key in keys:
+                channel = channel_of(cachify, key)
+                owner = cluster.master_of(channel)
+                for node in cluster.masters:
+                    with redis.Redis(port=node.port) as admin:
+                        sharded = {_text(c) for c in admin.execute_command('PUBSUB', 'SHARDCHANNELS')}  # type: ignore[no-untyped-call]
+                        plain = {_text(c) for c in admin.pubsub_channels()}
+                    assert (channel in sharded) == (node is owner), (key, node.port, owner.port)
+                    assert channel not in plain
+            print(f'\nsharded pub/sub ({kind}): hand-over p50 {statistics.median(latencies) * 1000:.1f} ms')
+        finally:
+            await close_all(cachify, sync_client, async_client)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

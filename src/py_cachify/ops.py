@@ -7,6 +7,7 @@ same raw reply, and the functions below turn it into a result or an exception, o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -40,6 +41,8 @@ __all__ = [
     'pool_keys',
     'purge_call',
     'release_call',
+    'sharded',
+    'sharded_pubsub',
     'size_call',
     'ttl_ms',
     'validate_key',
@@ -261,6 +264,30 @@ def purge_call(prefix: str, key: str, limit: int = PURGE_BATCH) -> Call:
 def holders_call(prefix: str, key: str, limit: int = HOLDERS_LIMIT) -> Call:
     """holders.lua: the `limit` live slots that expire soonest, and the ms each has left."""
     return Call('holders', (pool_keys(prefix + key).slots,), (min(validate_limit(limit), _MAX_MEMBERS),), key)
+
+
+# The scripts that announce on a wake-up channel; each takes an optional last argument, '1'
+# to announce with SPUBLISH (see publish() in lua/_lib.lua).
+_PUBLISHING: frozenset[ScriptName] = frozenset({'release', 'leave', 'lock_break', 'cache_store', 'cache_abandon'})
+
+
+def sharded(call: Call) -> Call:
+    """`call` announcing with sharded pub/sub (SPUBLISH), for a Redis >= 7 Cluster.
+
+    Calls that announce nothing are returned as they are.
+    """
+    if call.script not in _PUBLISHING:
+        return call
+    return dataclasses.replace(call, args=(*call.args, 1))
+
+
+def sharded_pubsub(server_info: object) -> bool:
+    """Whether a cluster whose node answered INFO server so takes SPUBLISH (Redis and Valkey >= 7)."""
+    version = server_info.get('redis_version') if isinstance(server_info, dict) else None
+    try:
+        return int(str(version).split('.')[0]) >= 7
+    except ValueError:
+        return False
 
 
 def attempt(reply: object, call: Call) -> Attempt:

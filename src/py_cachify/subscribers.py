@@ -4,10 +4,17 @@ Both drive `subscription.Subscriptions`: ask it for a plan, run it on a pub/sub 
 of their own, report what happened, then block until a message, a poke from `listen()`, or
 the plan's deadline. The connection is built from the client's settings but with redis-py's
 own retries off, so each failure reaches the state machine instead of being replayed
-(and blocked on) inside redis-py; a cluster client's connection goes to the master serving
-the first channel, looked up again after a failure (the master may have failed over).
+(and blocked on) inside redis-py.
 
-Plain PUBLISH/SUBSCRIBE: on a cluster any node sees every message.
+Where the connection goes:
+- a plain client: its server; a Sentinel-managed client (`Sentinel.master_for`): the
+  master the sentinels name at each connect (redis-py's SentinelManagedConnection, whose
+  settings the connection copies), so after a failover the reconnect finds the new master;
+- a cluster client with plain PUBLISH/SUBSCRIBE (Redis < 7): the master serving the first
+  channel, looked up again after a failure; any node sees every message;
+- a cluster client with sharded pub/sub (Redis >= 7, `sharded()` true): one connection per
+  node, each channel SSUBSCRIBEd on the master of its slot, looked up again after a
+  failure. A node that drops a channel (its slot moved) counts as a failed connection.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import selectors
 import socket
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -65,39 +73,81 @@ def _text(value: Any) -> str:
 
 def _handle(machine: Subscriptions, wakeups: Wakeups, message: dict[str, Any]) -> None:
     kind = message['type']
-    if kind == 'subscribe':
+    if kind in ('subscribe', 'ssubscribe'):
         machine.confirmed(_text(message['channel']))
-    elif kind == 'message':
+    elif kind in ('message', 'smessage'):
         wakeups.deliver(_text(message['channel']), _text(message['data']))
     elif kind == 'pong':
         machine.ponged()
+    elif kind == 'sunsubscribe' and machine.state(_text(message['channel'])) is not None:
+        # Not asked for (idle channels leave the machine before they are unsubscribed): the
+        # node gave the channel's slot away, to a failed-over or resharded master.
+        raise redis.ConnectionError(f'the server dropped the subscription to {_text(message["channel"])}')
 
 
 class _SyncLink:
-    """One pub/sub connection of the thread subscriber's own."""
+    """The thread subscriber's own pub/sub connections: one, or one per node with sharded pub/sub."""
 
-    def __init__(self, client: Any, channel: str, refresh: bool) -> None:
-        source: Any = client.connection_pool if not isinstance(client, RedisCluster) else None
-        if source is None:
-            cluster: Any = client  # redis-py's cluster methods are untyped
-            if refresh:
-                cluster.nodes_manager.initialize()
-            source = cluster.get_redis_connection(cluster.get_node_from_key(channel)).connection_pool
-        self._pool = redis.ConnectionPool(
-            connection_class=source.connection_class, **_own_kwargs(source.connection_kwargs)
-        )
-        self.pubsub: Any = redis.client.PubSub(self._pool)
+    def __init__(self, client: Any, refresh: bool, sharded: bool) -> None:
+        self._client = client
+        self._cluster: Any = client if isinstance(client, RedisCluster) else None  # redis-py's cluster is untyped
+        if self._cluster is not None and refresh:
+            self._cluster.nodes_manager.initialize()
+        self.sharded = sharded and self._cluster is not None
+        self._links: dict[str, tuple[redis.ConnectionPool, Any]] = {}
 
-    def socket(self) -> socket.socket | None:
-        """The socket to block on, if the connection has a real one."""
-        sock = getattr(self.pubsub.connection, '_sock', None)
-        return sock if isinstance(sock, socket.socket) else None
+    def _pubsub(self, channel: str, make: bool = True) -> Any:
+        """The connection `channel` goes on (None if it has none and `make` is False)."""
+        name, node = '', None
+        if self._cluster is not None:
+            node = self._cluster.get_node_from_key(channel)
+            name = node.name if self.sharded else ''
+        if name not in self._links:
+            if not make:
+                return None
+            source: Any = (
+                self._client.connection_pool
+                if node is None
+                else self._cluster.get_redis_connection(node).connection_pool
+            )
+            pool = redis.ConnectionPool(
+                connection_class=source.connection_class, **_own_kwargs(source.connection_kwargs)
+            )
+            self._links[name] = (pool, redis.client.PubSub(pool))
+        return self._links[name][1]
+
+    @property
+    def pubsubs(self) -> list[Any]:
+        return [pubsub for _, pubsub in self._links.values()]
+
+    def subscribe(self, channels: list[str]) -> None:
+        if not self.sharded:
+            self._pubsub(channels[0]).subscribe(*channels)
+            return
+        for channel in channels:  # one by one: channels of different slots may not share a command
+            self._pubsub(channel).ssubscribe(channel)
+
+    def unsubscribe(self, channels: list[str]) -> None:
+        for channel in channels:
+            pubsub = self._pubsub(channel, make=False)
+            if pubsub is not None:
+                pubsub.sunsubscribe(channel) if self.sharded else pubsub.unsubscribe(channel)
+
+    def ping(self) -> None:
+        for pubsub in self.pubsubs:
+            pubsub.ping()
+
+    def sockets(self) -> list[socket.socket] | None:
+        """The sockets to block on; None if some connection has no real one (poll it instead)."""
+        socks = [getattr(pubsub.connection, '_sock', None) for pubsub in self.pubsubs]
+        return None if not all(isinstance(s, socket.socket) for s in socks) else socks  # type: ignore[return-value]
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.pubsub.reset()
-        with contextlib.suppress(Exception):
-            self._pool.disconnect()
+        for pool, pubsub in self._links.values():
+            with contextlib.suppress(Exception):
+                pubsub.reset()
+            with contextlib.suppress(Exception):
+                pool.disconnect()
 
 
 class ThreadSubscriber:
@@ -107,9 +157,10 @@ class ThreadSubscriber:
     blocks. After `close()` it does nothing: waiters then rely on their fallback poll.
     """
 
-    def __init__(self, client: Any, wakeups: Wakeups) -> None:
+    def __init__(self, client: Any, wakeups: Wakeups, sharded: Callable[[], bool] = lambda: False) -> None:
         self._client = client
         self._wakeups = wakeups
+        self._sharded = sharded
         self._machine = Subscriptions(wakeups)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -186,15 +237,15 @@ class ThreadSubscriber:
                         link.close()
                         link = None
                     if plan.connect:
-                        link = _SyncLink(self._client, plan.subscribe[0], plan.refresh)
+                        link = _SyncLink(self._client, plan.refresh, self._sharded())
                         machine.connected()
                     if link is not None:
                         if plan.unsubscribe:
-                            link.pubsub.unsubscribe(*plan.unsubscribe)
+                            link.unsubscribe(plan.unsubscribe)
                         if plan.subscribe:
-                            link.pubsub.subscribe(*plan.subscribe)
+                            link.subscribe(plan.subscribe)
                         if plan.ping:
-                            link.pubsub.ping()
+                            link.ping()
                         self._drain(machine, link)
                 except Exception as exc:
                     if link is not None:
@@ -210,16 +261,29 @@ class ThreadSubscriber:
     def _drain(self, machine: Subscriptions, link: _SyncLink) -> None:
         # Everything already read into redis-py's buffer must be handled before blocking on
         # the socket again: select() cannot see it.
-        while (message := link.pubsub.get_message(timeout=_READ_GRACE)) is not None:
-            _handle(machine, self._wakeups, message)
+        pubsubs = link.pubsubs
+        if len(pubsubs) == 1:
+            while (message := pubsubs[0].get_message(timeout=_READ_GRACE)) is not None:
+                _handle(machine, self._wakeups, message)
+            return
+        # Several connections (sharded pub/sub): a grace wait on one would delay the others'
+        # messages, so sweep them all without waiting until a sweep finds nothing. A reply
+        # whose first bytes arrived is still read whole (the socket blocks for the rest).
+        found = True
+        while found:
+            found = False
+            for pubsub in pubsubs:
+                while (message := pubsub.get_message(timeout=0)) is not None:
+                    found = True
+                    _handle(machine, self._wakeups, message)
 
     def _block(self, poked: socket.socket, link: _SyncLink | None, wait: float | None) -> None:
-        sock = link.socket() if link is not None else None
-        if link is not None and sock is None:
+        socks = link.sockets() if link is not None else []
+        if socks is None:
             wait = _POLL if wait is None else min(wait, _POLL)
         with selectors.DefaultSelector() as selector:
             selector.register(poked, selectors.EVENT_READ)
-            if sock is not None:
+            for sock in socks or ():
                 selector.register(sock, selectors.EVENT_READ)
             selector.select(wait)
         with contextlib.suppress(OSError):
@@ -239,37 +303,89 @@ class ThreadSubscriber:
 
 
 class _AsyncLink:
-    """One pub/sub connection of a task subscriber's own."""
+    """A task subscriber's own pub/sub connections: one, or one per node with sharded pub/sub."""
 
-    def __init__(self, pool: redis.asyncio.ConnectionPool) -> None:
-        self._pool = pool
-        self.pubsub: Any = redis.asyncio.client.PubSub(pool)
+    def __init__(self, client: Any, sharded: bool) -> None:
+        self._client = client
+        self._cluster: Any = client if isinstance(client, AsyncRedisCluster) else None
+        self.sharded = sharded and self._cluster is not None
+        self._links: dict[str, tuple[redis.asyncio.ConnectionPool, Any]] = {}
+        # One pending read per connection; `message()` hands out whichever completes first.
+        self._reads: dict[str, asyncio.Future[Any]] = {}
 
     @classmethod
-    async def open(cls, client: Any, channel: str, refresh: bool) -> _AsyncLink:
+    async def open(cls, client: Any, refresh: bool, sharded: bool) -> _AsyncLink:
         if isinstance(client, AsyncRedisCluster):
             cluster: Any = client
             if refresh or getattr(cluster, '_initialize', False):
                 await cluster.nodes_manager.initialize()
-            node = cluster.get_node_from_key(channel)
+        return cls(client, sharded)
+
+    def _pubsub(self, channel: str, make: bool = True) -> Any:
+        name = ''
+        connection_class, kwargs = None, None
+        if self._cluster is not None:
+            node = self._cluster.get_node_from_key(channel)
+            name = node.name if self.sharded else ''
             connection_class, kwargs = node.connection_class, node.connection_kwargs
         else:
-            connection_class, kwargs = client.connection_pool.connection_class, client.connection_pool.connection_kwargs
-        return cls(redis.asyncio.ConnectionPool(connection_class=connection_class, **_own_kwargs(kwargs)))
+            connection_class = self._client.connection_pool.connection_class
+            kwargs = self._client.connection_pool.connection_kwargs
+        if name not in self._links:
+            if not make:
+                return None
+            pool = redis.asyncio.ConnectionPool(connection_class=connection_class, **_own_kwargs(kwargs))
+            self._links[name] = (pool, redis.asyncio.client.PubSub(pool))
+        return self._links[name][1]
+
+    async def subscribe(self, channels: list[str]) -> None:
+        if not self.sharded:
+            await self._pubsub(channels[0]).subscribe(*channels)
+            return
+        for channel in channels:  # one by one: channels of different slots may not share a command
+            await self._pubsub(channel).ssubscribe(channel)
+
+    async def unsubscribe(self, channels: list[str]) -> None:
+        for channel in channels:
+            pubsub = self._pubsub(channel, make=False)
+            if pubsub is not None:
+                await (pubsub.sunsubscribe(channel) if self.sharded else pubsub.unsubscribe(channel))
+
+    async def ping(self) -> None:
+        for _, pubsub in self._links.values():
+            await pubsub.ping()
+
+    async def message(self) -> Any:
+        """The next message (or None) from any of the connections; raises what a read raised."""
+        for name, (_, pubsub) in self._links.items():
+            if name not in self._reads:
+                self._reads[name] = asyncio.ensure_future(pubsub.get_message(timeout=None))
+        if not self._reads:
+            await asyncio.Event().wait()  # nothing subscribed yet: only a poke ends the wait
+        done, _ = await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
+        name = next(name for name, read in self._reads.items() if read in done)
+        return self._reads.pop(name).result()
 
     async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.pubsub.aclose()
-        with contextlib.suppress(Exception):
-            await self._pool.disconnect()
+        for read in self._reads.values():
+            await _cancel(read)
+        self._reads.clear()
+        for pool, pubsub in self._links.values():
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await pool.disconnect()
 
 
 class _LoopSubscriber:
     """The task subscriber of one event loop."""
 
-    def __init__(self, client: Any, wakeups: Wakeups, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, client: Any, wakeups: Wakeups, loop: asyncio.AbstractEventLoop, sharded: Callable[[], bool]
+    ) -> None:
         self._client = client
         self._wakeups = wakeups
+        self._sharded = sharded
         self.loop = loop
         self.machine = Subscriptions(wakeups)
         self._poked = asyncio.Event()
@@ -317,17 +433,17 @@ class _LoopSubscriber:
                         await link.aclose()
                         link = None
                     if plan.connect:
-                        link = await _AsyncLink.open(self._client, plan.subscribe[0], plan.refresh)
+                        link = await _AsyncLink.open(self._client, plan.refresh, self._sharded())
                         machine.connected()
                     if link is not None:
                         if plan.unsubscribe:
-                            await link.pubsub.unsubscribe(*plan.unsubscribe)
+                            await link.unsubscribe(plan.unsubscribe)
                         if plan.subscribe:
-                            await link.pubsub.subscribe(*plan.subscribe)
+                            await link.subscribe(plan.subscribe)
                         if plan.ping:
-                            await link.pubsub.ping()
+                            await link.ping()
                         if reader is None:
-                            reader = asyncio.ensure_future(link.pubsub.get_message(timeout=None))
+                            reader = asyncio.ensure_future(link.message())
                 except Exception as exc:
                     await _cancel(reader)
                     reader = None
@@ -350,8 +466,14 @@ class _LoopSubscriber:
                             link = None
                         machine.failed(exc)
                         continue
-                    if message is not None:
-                        _handle(machine, self._wakeups, message)
+                    try:
+                        if message is not None:
+                            _handle(machine, self._wakeups, message)
+                    except Exception as exc:
+                        if link is not None:
+                            await link.aclose()
+                            link = None
+                        machine.failed(exc)
         finally:
             await _cancel(reader)
             await _cancel(poked)
@@ -376,9 +498,10 @@ class TaskSubscriber:
     it: the task closes its connection when cancelled, and the next loop gets a new one.
     """
 
-    def __init__(self, client: Any, wakeups: Wakeups) -> None:
+    def __init__(self, client: Any, wakeups: Wakeups, sharded: Callable[[], bool] = lambda: False) -> None:
         self._client = client
         self._wakeups = wakeups
+        self._sharded = sharded
         self._loops: dict[asyncio.AbstractEventLoop, _LoopSubscriber] = {}
         self._lock = threading.Lock()  # loops in several threads may share this subscriber
         self._closed = False
@@ -403,7 +526,7 @@ class TaskSubscriber:
                 sub = self._loops.get(loop)
                 if sub is None or sub.done:
                     self._loops = {other: s for other, s in self._loops.items() if not other.is_closed()}
-                    sub = self._loops[loop] = _LoopSubscriber(self._client, self._wakeups, loop)
+                    sub = self._loops[loop] = _LoopSubscriber(self._client, self._wakeups, loop, self._sharded)
             sub.listen(channel)
         except Exception:
             log.warning('py_cachify wake-ups: could not listen on %s; waiters poll instead', channel, exc_info=True)

@@ -7,11 +7,12 @@ from typing import Any, get_args
 
 from redis import exceptions as rex
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from ..errors import CachifyBackendError, CachifyInitError
 from ..giveback import GiveBacks
 from ..notify import Wakeups
-from ..ops import Call, ScriptName
+from ..ops import Call, ScriptName, sharded, sharded_pubsub
 from ..scripts import source
 from ..subscribers import TaskSubscriber, ThreadSubscriber
 from .loops import LoopClients
@@ -38,11 +39,21 @@ class RedisBackend:
         # redis-py's asyncio cluster client breaks when its first commands run concurrently
         # (seen with 8.1: "'NoneType' object has no attribute 'writelines'"); initialize it once first.
         self._async_cluster = isinstance(async_client, AsyncRedisCluster)
+        # Sharded pub/sub (SPUBLISH / SSUBSCRIBE) on a Redis >= 7 Cluster: decided by the first
+        # call, which asks one node its version; None until then.
+        self._sync_cluster = sync_client if isinstance(sync_client, RedisCluster) else None
+        self._sharded: bool | None = None if self._sync_cluster or self._async_cluster else False
         # One subscriber connection for every waiter of this backend: the sync client's
         # (in a thread, serving async waiters too), else the asyncio client's (a task per loop).
         self._subscriber: ThreadSubscriber | TaskSubscriber = (
-            ThreadSubscriber(sync_client, self.wakeups) if sync_client else TaskSubscriber(async_client, self.wakeups)
+            ThreadSubscriber(sync_client, self.wakeups, self.sharded)
+            if sync_client
+            else TaskSubscriber(async_client, self.wakeups, self.sharded)
         )
+
+    def sharded(self) -> bool:
+        """Whether wake-ups go by sharded pub/sub (known once a call has run; False until then)."""
+        return bool(self._sharded)
 
     def listen(self, channel: str) -> None:
         """Have release messages on `channel` reach `wakeups` from now on. Never blocks, never raises.
@@ -77,6 +88,12 @@ class RedisBackend:
         if self._sync is None:
             raise CachifyInitError(f'pool {call.pool!r} is used from sync code, but no sync_client was given')
         try:
+            if self._sharded is None:
+                cluster: Any = self._sync_cluster  # None: the asyncio client decides
+                if cluster is not None:
+                    self._sharded = sharded_pubsub(cluster.info('server', target_nodes=cluster.get_default_node()))
+            if self._sharded:
+                call = sharded(call)
             return self._sync[call.script](keys=call.keys, args=call.args)
         except Exception as exc:
             raise backend_error(call, exc) from exc
@@ -90,6 +107,10 @@ class RedisBackend:
             client, init_lock = await self.loop_clients.client()
             if self._async_cluster:
                 await _initialize_cluster(client, init_lock)
+                if self._sharded is None:
+                    self._sharded = sharded_pubsub(await client.info('server', target_nodes=client.get_default_node()))
+            if self._sharded:
+                call = sharded(call)
             reply = await self._async[call.script](keys=call.keys, args=call.args, client=client)
         except Exception as exc:
             raise backend_error(call, exc) from exc
