@@ -145,21 +145,19 @@ def fill(client: redis.Redis, name: str, n: int) -> None:
         client.zadd(slots, {new_slot_id(): 'inf' for _ in range(min(10_000, n - start))})
 
 
+def sync_pairs(p: pool, n: int) -> None:
+    for _ in range(n):
+        with p:
+            pass
+
+
 def growth(client: redis.Redis, batches: int, batch: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for live in (10, 100_000):
         name = f'cost-growth-{live}'
         fill(client, name, live)
         p = pool(name, live + batch)
-        pairs = []
-        for _ in range(batches):
-
-            def work() -> None:
-                for _ in range(batch):
-                    with p:
-                        pass
-
-            pairs.append(server_usec(client, work) * 2)
+        pairs = [server_usec(client, lambda p=p: sync_pairs(p, batch)) * 2 for _ in range(batches)]
         out[f'live{live}.pair_us'] = statistics.median(pairs)
         client.delete(*pool_keys(PREFIX + name).__dict__.values())
     out['growth_x'] = out['live100000.pair_us'] / out['live10.pair_us']
