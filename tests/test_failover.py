@@ -12,11 +12,14 @@ latency) are printed; run with `-s` to see them.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
+import os
+import signal
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +31,12 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.sentinel
 
-from py_cachify import Cachify, CachifyBackendError, init_cachify
+from py_cachify import Cachify, CachifyBackendError, CachifyInitError, init_cachify
 from py_cachify.ops import pool_keys
 
-from .redis_server import RedisCluster, RedisSentinel, find_redis_server_7
+from .redis_server import RedisCluster, RedisSentinel, RedisServer, find_redis_server_7
 from .test_wakeups import PUBSUB_SPEED, channel_of, hand_over, pubsub_p50, until, until_pubsub_speed
+from .waiting import await_until, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -377,3 +381,152 @@ async def test_on_redis_7_a_cluster_wakes_waiters_by_sharded_pub_sub(kind: str) 
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# -- durability: an acquire confirmed on replicas --------------------------------------------
+
+
+class Replicated:
+    """A master with one replica (a standalone pair, or a 3-master cluster with a replica each)."""
+
+    def __init__(self, layout: str) -> None:
+        self.layout = layout
+        self.cluster = RedisCluster(replicas=1, node_timeout_ms=5000) if layout == 'cluster' else None
+        self.master = RedisServer() if layout != 'cluster' else None
+        self.replica: RedisServer | None = None
+
+    def __enter__(self) -> Replicated:
+        if self.cluster is not None:
+            self.cluster.start()
+            return self
+        assert self.master is not None
+        self.master.start()
+        self.replica = RedisServer('--replicaof', '127.0.0.1', str(self.master.port)).start()
+        wait_until(lambda: _role(self.replica).get('master_link_status') == 'up', what='the replica synced')  # type: ignore[arg-type]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self.servers():
+            if server.process is not None:
+                os.kill(server.process.pid, signal.SIGCONT)  # never leave one frozen for the teardown
+        if self.cluster is not None:
+            self.cluster.stop()
+        else:
+            for server in (self.replica, self.master):
+                if server is not None:
+                    server.__exit__()
+
+    def servers(self) -> list[RedisServer]:
+        return self.cluster.servers if self.cluster is not None else [s for s in (self.master, self.replica) if s]
+
+    def cachify(self) -> tuple[Cachify, Any, Any]:
+        if self.cluster is not None:
+            sync_client: Any = redis.cluster.RedisCluster.from_url(self.cluster.url)
+            async_client: Any = redis.asyncio.cluster.RedisCluster.from_url(self.cluster.url)
+        else:
+            assert self.master is not None
+            sync_client = redis.Redis(port=self.master.port)
+            async_client = redis.asyncio.Redis(port=self.master.port)
+        return init_cachify(sync_client, async_client, prefix='durable-', is_global=False), sync_client, async_client
+
+    def replica_of(self, key: str) -> RedisServer:
+        """The replica of the master that serves pool `key`."""
+        if self.cluster is None:
+            assert self.replica is not None
+            return self.replica
+        master = self.cluster.master_of(pool_keys('durable-' + key).slots)
+        return next(g for m, g in zip(self.cluster.masters, self.cluster.replicas, strict=True) if m is master)[0]
+
+
+def _role(server: RedisServer) -> dict[str, Any]:
+    with redis.Redis(port=server.port) as client:
+        return dict(client.info('replication'))
+
+
+@pytest.fixture(scope='module', params=['standalone', 'cluster'])
+def deployment(request: pytest.FixtureRequest) -> Iterator[Replicated]:
+    """Shared by this module's durability tests: each leaves its replica running again."""
+    with Replicated(str(request.param)) as replicated:
+        yield replicated
+
+
+@pytest.fixture
+async def replicated(deployment: Replicated) -> AsyncIterator[tuple[Replicated, Cachify]]:
+    cachify, sync_client, async_client = deployment.cachify()
+    try:
+        yield deployment, cachify
+    finally:
+        await close_all(cachify, sync_client, async_client)
+
+
+@pytest.mark.parametrize('api', ['sync', 'async'])
+async def test_a_durable_acquire_is_on_the_replica_before_the_body_runs(
+    replicated: tuple[Replicated, Cachify], api: str
+) -> None:
+    deployment, cachify = replicated
+    pool = cachify.pool('held', max_size=1, replicas=1, replica_timeout=5)
+    replica = deployment.replica_of('held')
+    for _ in range(20):
+        lease = await asyncio.to_thread(pool.acquire) if api == 'sync' else await pool.aacquire()
+        try:
+            with redis.Redis(port=replica.port) as on_replica:
+                if deployment.cluster is not None:
+                    on_replica.execute_command('READONLY')  # type: ignore[no-untyped-call]
+                assert on_replica.zscore(pool_keys('durable-held').slots, lease.slot) is not None
+        finally:
+            await lease.arelease()
+
+
+@pytest.mark.parametrize('api', ['sync', 'async'])
+async def test_a_durable_acquire_that_no_replica_confirms_is_given_back_and_raises(
+    replicated: tuple[Replicated, Cachify], api: str
+) -> None:
+    deployment, cachify = replicated
+    pool = cachify.pool('frozen', max_size=1, replicas=1, replica_timeout=0.2)
+    replica = deployment.replica_of('frozen')
+    assert replica.process is not None
+    os.kill(replica.process.pid, signal.SIGSTOP)  # the replica stops acknowledging, for real
+    try:
+        with pytest.raises(CachifyBackendError, match=r'reached 0 of the 1 replica\(s\).*replicas=1') as raised:
+            await asyncio.to_thread(pool.acquire) if api == 'sync' else await pool.aacquire()
+        assert raised.value.key == 'frozen'
+        assert await pool.asize() == 0  # given back: nobody holds it
+    finally:
+        os.kill(replica.process.pid, signal.SIGCONT)
+    # The replica is back: the same pool works again.
+    await await_until(lambda: deployment_acquires(pool), what='a durable acquire once the replica is back')
+
+
+async def deployment_acquires(pool: Any) -> bool:
+    try:
+        lease = await pool.aacquire()
+    except CachifyBackendError:
+        return False
+    await lease.arelease()
+    return True
+
+
+def test_durability_arguments_are_checked_when_the_pool_is_made() -> None:
+    cachify = init_cachify(is_global=False)  # no Redis needed: nothing is sent
+    for bad, error in [('1', TypeError), (True, TypeError), (-1, ValueError), (1.5, TypeError)]:
+        with pytest.raises(error, match='replicas'):
+            cachify.pool('k', 1, replicas=bad)
+    for bad_timeout, error in [
+        (0, ValueError),
+        (-1, ValueError),
+        (math.inf, ValueError),
+        ('1', TypeError),
+        (61, ValueError),
+    ]:
+        with pytest.raises(error, match='replica_timeout'):
+            cachify.pool('k', 1, replicas=1, replica_timeout=bad_timeout)
+    with pytest.raises(ValueError, match='replica_timeout'):
+        cachify.pooled('k', 1, replicas=1, replica_timeout=0)
+
+
+async def test_the_embedded_store_refuses_durability_clearly() -> None:
+    cachify = init_cachify(is_global=False)
+    with pytest.raises(CachifyInitError, match='replicas=1'):
+        cachify.pool('k', 1, replicas=1).acquire()
+    with pytest.raises(CachifyInitError, match='no replicas'):
+        await cachify.pool('k', 1, replicas=1).aacquire()

@@ -20,12 +20,14 @@ from .errors import CachifyBackendError
 __all__ = [
     'FALLBACK_POLL',
     'HOLDERS_LIMIT',
+    'MAX_REPLICA_TIMEOUT',
     'MAX_SECONDS',
     'PURGE_BATCH',
     'QUEUE_LEASE_MS',
     'UNSET',
     'Attempt',
     'Call',
+    'Durability',
     'ScriptName',
     'SlotExp',
     'UnsetType',
@@ -45,6 +47,7 @@ __all__ = [
     'sharded_pubsub',
     'size_call',
     'ttl_ms',
+    'validate_durability',
     'validate_key',
     'validate_limit',
     'validate_max_size',
@@ -109,6 +112,8 @@ HOLDERS_LIMIT = 100
 # 1.8e12 today) plus a lifetime must stay an exact integer below 1e14. 1e10 s (317 years)
 # as whole ms leaves that margin for centuries.
 MAX_SECONDS = 10**10
+# The longest a durable acquire waits for its replicas (WAIT holds the connection meanwhile).
+MAX_REPLICA_TIMEOUT = 60.0
 # A sorted set holds fewer than 2**32 members, so any larger max_size or limit means the
 # same as 2**32; sending that keeps every number a script computes from them exact.
 _MAX_MEMBERS = 2**32
@@ -132,6 +137,24 @@ class Call:
     keys: tuple[str, ...]
     args: tuple[str | int | bytes, ...]  # bytes: a cached value (cacheops.store_call)
     pool: str  # the pool's key as the user gave it, for error messages
+    # Durability (acquire only): confirm with WAIT, in the same round trip, that the script's
+    # writes reached this many replicas within `replica_timeout_ms`. The reply is then
+    # [the script's reply, how many replicas acknowledged].
+    replicas: int = 0
+    replica_timeout_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Durability:
+    """How many replicas must have an acquire before its holder runs, and how long to wait for them."""
+
+    replicas: int
+    timeout: float  # seconds
+
+    @property
+    def timeout_ms(self) -> int:
+        """WAIT's timeout: whole ms, at least 1 (WAIT takes 0 as "for ever")."""
+        return max(1, round(self.timeout * 1000))
 
 
 @dataclass(frozen=True)
@@ -224,11 +247,36 @@ def new_slot_id() -> str:
     return os.urandom(8).hex()
 
 
-def acquire_call(prefix: str, key: str, slot: str, max_size: int, ttl: int, queue: bool = False) -> Call:
-    """acquire.lua: take `slot` if the pool has room (`ttl` ms, 0 = never); `queue` to wait in line."""
+def acquire_call(
+    prefix: str, key: str, slot: str, max_size: int, ttl: int, queue: bool = False, durable: Durability | None = None,
+    wait: bool = False,
+) -> Call:
+    """acquire.lua: take `slot` if the pool has room (`ttl` ms, 0 = never); `queue` to wait in line.
+
+    `wait` (implied by `queue`) marks the caller as a waiter, so that releases wake it.
+
+    With `durable`, the call also confirms that the acquire reached that many replicas.
+    """
     k = pool_keys(prefix + key)
-    args = (slot, min(max_size, _MAX_MEMBERS), ttl, int(queue), QUEUE_LEASE_MS)
-    return Call('acquire', (k.slots, k.queue, k.leases), args, key)
+    # 1: queue for a place; 2: wait without one (a lease only, so a release knows someone waits).
+    mode = 1 if queue else 2 if wait else 0
+    args = (slot, min(max_size, _MAX_MEMBERS), ttl, mode, QUEUE_LEASE_MS)
+    if durable is None:
+        return Call('acquire', (k.slots, k.queue, k.leases), args, key)
+    return Call('acquire', (k.slots, k.queue, k.leases), args, key, durable.replicas, durable.timeout_ms)
+
+
+def validate_durability(replicas: object, replica_timeout: object) -> Durability | None:
+    """The durability a pool asks for (None: replicas=0, no confirmation), or raise naming the bad value."""
+    if isinstance(replicas, bool) or not isinstance(replicas, int):
+        raise TypeError(f'replicas must be an int >= 0, got {replicas!r} ({type(replicas).__name__})')
+    if replicas < 0:
+        raise ValueError(f'replicas must be an int >= 0, got {replicas!r}')
+    timeout = validate_seconds(replica_timeout, 'replica_timeout')
+    if timeout > MAX_REPLICA_TIMEOUT:
+        # WAIT holds the connection (and the acquire) that long: more is a mistake, not a wait.
+        raise ValueError(f'replica_timeout must be at most {MAX_REPLICA_TIMEOUT} seconds, got {replica_timeout!r}')
+    return Durability(replicas, timeout) if replicas else None
 
 
 def release_call(prefix: str, key: str, slot: str, max_size: int) -> Call:
@@ -291,10 +339,25 @@ def sharded_pubsub(server_info: object) -> bool:
 
 
 def attempt(reply: object, call: Call) -> Attempt:
-    """Read acquire.lua's reply."""
+    """Read acquire.lua's reply.
+
+    For a durable call, raise `CachifyBackendError` (naming the shortfall) when the slot was
+    taken but fewer replicas than asked acknowledged it: the caller must give it back.
+    """
+    acked = None
+    if call.replicas:
+        if not (isinstance(reply, (list, tuple)) and len(reply) == 2 and isinstance(reply[1], int)):
+            raise _unexpected(reply, call)
+        reply, acked = reply
     if isinstance(reply, (list, tuple)) and len(reply) == 3 and all(isinstance(x, int) for x in reply):
         status, _, wait_ms = reply
         if status in (_ACQUIRED, _ALREADY_HELD):
+            if acked is not None and acked < call.replicas:
+                raise CachifyBackendError(
+                    call.pool,
+                    f'the acquire reached {acked} of the {call.replicas} replica(s) asked for within '
+                    f'{call.replica_timeout_ms} ms (replicas={call.replicas}); the slot is given back',
+                )
             return Attempt(True, None)
         if status == _NOT_ACQUIRED:
             return Attempt(False, max(wait_ms, 0) / 1000 if wait_ms >= 0 else None)

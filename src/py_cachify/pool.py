@@ -36,6 +36,7 @@ from .ops import (
     release_call,
     size_call,
     ttl_ms,
+    validate_durability,
     validate_key,
     validate_max_size,
     validate_slot_exp,
@@ -63,6 +64,8 @@ class PoolOptions(TypedDict, total=False):
     shed_at: float | None
     auto_renew: bool
     on_lost: renewal.OnLost | None
+    replicas: int
+    replica_timeout: float
 
 
 # -- the acquire rules as steps, free of I/O ----------------------------------------------------
@@ -98,6 +101,12 @@ class pool:
     slot's expiry out; `auto_renew=True` does it in the background while the body runs and
     reports a lost slot to `on_lost(key)` (or a logged warning).
 
+    `replicas=N` (default 0: off) makes each acquire confirm, in the same round trip
+    (EVALSHA + WAIT), that N replicas of the master have it before the body runs; when
+    fewer acknowledged it within `replica_timeout` seconds (default 0.1), the slot is
+    given back and `CachifyBackendError` names the shortfall. A failover then cannot
+    forget a slot whose holder is running. Needs a Redis client (not the embedded store).
+
     One pool object may be shared by threads and tasks, and entered again inside its own
     `with`: every entry takes a slot of its own and its exit releases exactly that slot,
     even when the exit runs in another context than the entry.
@@ -117,6 +126,8 @@ class pool:
         shed_at: float | None = None,
         auto_renew: bool = False,
         on_lost: renewal.OnLost | None = None,
+        replicas: int = 0,
+        replica_timeout: float = 0.1,
         settings: Settings | None = None,
     ) -> None:
         self._key = validate_key(key)
@@ -128,6 +139,7 @@ class pool:
         if fair and nowait:
             raise ValueError('fair=True orders waiters, so it needs nowait=False')
         self._admit = _admission(self._max_size, shed_at)
+        self._durable = validate_durability(replicas, replica_timeout)
         self._nowait = nowait
         self._fair = fair
         self._auto_renew = auto_renew
@@ -257,7 +269,8 @@ class pool:
     def _acquire_flow(self, settings: Settings, slot: str) -> Generator[_Step, object, None]:
         """The acquire rules, free of I/O: yields calls to run and waits; returns on success."""
         queue = self._fair and not self._nowait
-        call = acquire_call(settings.prefix, self._key, slot, self._admit, ttl_ms(self._lifetime(settings)), queue)
+        ttl = ttl_ms(self._lifetime(settings))
+        call = acquire_call(settings.prefix, self._key, slot, self._admit, ttl, queue, self._durable, wait=not self._nowait)
         result = attempt((yield call), call)
         if result.acquired:
             return

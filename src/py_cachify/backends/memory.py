@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..errors import CachifyInitError
 from ..giveback import GiveBacks
 from ..notify import Wakeups
 from ..ops import Call
@@ -40,7 +41,12 @@ class MemoryBackend:
         self.give_backs = GiveBacks(self.run, self.arun)  # never needed: nothing here fails in transit
 
     def run(self, call: Call) -> object:
-        """Run `call` atomically."""
+        """Run `call` atomically. Raises `CachifyInitError` for a durable call: there are no replicas here."""
+        if call.replicas:
+            raise CachifyInitError(
+                f'pool {call.pool!r} asks for replicas={call.replicas}, but the embedded store has no replicas: '
+                'give init_cachify a Redis client whose master has replicas'
+            )
         with self._lock:
             now_us = round(self._clock() * 1_000_000)  # as fakeredis reads TIME from the same clock
             now = now_us // 1000
@@ -84,26 +90,36 @@ class MemoryBackend:
         wants_queue: int | str,
         lease: int | str,
     ) -> tuple[object, None]:
-        self._drop_expired(slots, now, _BATCH)
-        live = self._live_count(slots, now)
-        held = self._score(slots, slot)
-        if held is not None and held > now:
-            return [2, live, -1], None
-        self._drop_lapsed(queue, leases, now)
-        free = int(max_size) - live
-        rank = self._rank(queue, slot)
-        ahead = len(self._zsets.get(queue, {})) if rank is None else rank
-        if ahead < free:
+        live = self._live_after_drop(slots, now)
+        waiting = bool(self._zsets.get(leases))
+        rank, ahead = None, 0
+        if waiting:
+            self._drop_lapsed(queue, leases, now)
+            rank = self._rank(queue, slot)
+            ahead = len(self._zsets.get(queue, {})) if rank is None else rank
+        mode = str(wants_queue)
+        if ahead < int(max_size) - live:
+            score = now + int(ttl) if int(ttl) else _INF
+            held = self._score(slots, slot)
+            if held is not None and held > now:
+                return [2, live, -1], None
+            self._zset(slots)[slot] = score
             if rank is not None:
                 self._zrem(queue, slot)
                 self._zrem(leases, slot)
-            self._zset(slots)[slot] = now + int(ttl) if int(ttl) else _INF
-            self._keep_ttl(slots, now)
+            elif waiting and mode != '0':
+                self._zrem(leases, slot)
+            self._cover(slots, score, live)
             return [1, live + 1, -1], None
-        if int(wants_queue):
-            if rank is None:
-                self._zset(queue)[slot] = now_us
-            self._zset(leases)[slot] = self._expiry[queue] = self._expiry[leases] = now + int(lease)
+        held = self._score(slots, slot)
+        if held is not None and held > now:
+            return [2, live, -1], None
+        if mode != '0':
+            if mode == '1':
+                if rank is None:
+                    self._zset(queue)[slot] = now_us
+                self._expiry[queue] = now + int(lease)
+            self._zset(leases)[slot] = self._expiry[leases] = now + int(lease)
         nearest = min((exp for exp in self._zsets.get(slots, {}).values() if exp > now), default=_INF)
         return [0, live, -1 if nearest == _INF else int(nearest - now)], None
 
@@ -114,9 +130,12 @@ class MemoryBackend:
         if expiry is None:
             return 0, None
         self._zrem(slots, slot)
-        self._keep_ttl(slots, now)
+        if expiry == _INF:
+            self._keep_ttl(slots, now)
         if expiry <= now:
             return 0, None
+        if not self._zsets.get(leases):
+            return 1, None
         self._drop_lapsed(queue, leases, now)
         free = int(max_size) - self._live_count(slots, now)
         owed = ''
@@ -212,6 +231,23 @@ class MemoryBackend:
             self._expiry.pop(slots, None)
         else:
             self._expiry[slots] = max(latest, now + 1)
+
+    def _cover(self, slots: str, score: float, live: int) -> None:
+        if score == _INF:
+            self._expiry.pop(slots, None)
+        elif live == 0:
+            self._expiry[slots] = score
+        elif (current := self._expiry.get(slots)) is not None and current < score:
+            self._expiry[slots] = score  # a key without expiry holds a never-expiring slot
+
+    def _live_after_drop(self, slots: str, now: int) -> int:
+        zset = self._zsets.get(slots)
+        if not zset:
+            return 0
+        if min(zset.values()) > now:
+            return len(zset)
+        self._drop_expired(slots, now, _BATCH)
+        return self._live_count(slots, now)
 
     def _drop_expired(self, slots: str, now: int, limit: int) -> int:
         expired = [(exp, slot) for exp, slot in self._ordered(slots) if exp <= now][:limit]

@@ -15,6 +15,7 @@ from ..notify import Wakeups
 from ..ops import Call, ScriptName, sharded, sharded_pubsub
 from ..scripts import source
 from ..subscribers import TaskSubscriber, ThreadSubscriber
+from . import durable
 from .loops import LoopClients
 
 __all__ = ['RedisBackend']
@@ -31,6 +32,7 @@ class RedisBackend:
 
     def __init__(self, sync_client: Any = None, async_client: Any = None) -> None:
         self._sync = {n: sync_client.register_script(source(n)) for n in _SCRIPTS} if sync_client else None
+        self._sync_client = sync_client
         self._async = {n: async_client.register_script(source(n)) for n in _SCRIPTS} if async_client else None
         # redis-py binds an asyncio client's connections to one event loop: each loop gets its own.
         self.loop_clients = LoopClients(async_client) if async_client else None
@@ -48,8 +50,16 @@ class RedisBackend:
         self._subscriber: ThreadSubscriber | TaskSubscriber = (
             ThreadSubscriber(sync_client, self.wakeups, self.sharded)
             if sync_client
-            else TaskSubscriber(async_client, self.wakeups, self.sharded)
+            else TaskSubscriber(
+                async_client, self.wakeups, self.sharded, self._loop_client if self._async_cluster else None
+            )
         )
+
+    async def _loop_client(self) -> Any:
+        """The running loop's asyncio client (a cluster subscriber initializes on it)."""
+        assert self.loop_clients is not None
+        client, _ = await self.loop_clients.client()
+        return client
 
     def sharded(self) -> bool:
         """Whether wake-ups go by sharded pub/sub (known once a call has run; False until then)."""
@@ -94,6 +104,8 @@ class RedisBackend:
                     self._sharded = sharded_pubsub(cluster.info('server', target_nodes=cluster.get_default_node()))
             if self._sharded:
                 call = sharded(call)
+            if call.replicas:
+                return durable.run(self._sync_client, self._sync[call.script], call)
             return self._sync[call.script](keys=call.keys, args=call.args)
         except Exception as exc:
             raise backend_error(call, exc) from exc
@@ -111,7 +123,10 @@ class RedisBackend:
                     self._sharded = sharded_pubsub(await client.info('server', target_nodes=client.get_default_node()))
             if self._sharded:
                 call = sharded(call)
-            reply = await self._async[call.script](keys=call.keys, args=call.args, client=client)
+            if call.replicas:
+                reply: object = await durable.arun(client, self._async[call.script], call)
+            else:
+                reply = await self._async[call.script](keys=call.keys, args=call.args, client=client)
         except Exception as exc:
             raise backend_error(call, exc) from exc
         if _cancel_requests() > cancels:
@@ -140,6 +155,7 @@ _TRANSIENT: tuple[type[Exception], ...] = (
     rex.TryAgainError,
     rex.ReadOnlyError,  # a write reached a master that was demoted mid-failover
     rex.MasterDownError,
+    rex.MovedError,  # a durable acquire sent to a master that has just lost the slot
 )
 
 
