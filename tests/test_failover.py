@@ -12,6 +12,7 @@ latency) are printed; run with `-s` to see them.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import multiprocessing
 import os
@@ -21,6 +22,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -530,3 +532,13 @@ async def test_the_embedded_store_refuses_durability_clearly() -> None:
         cachify.pool('k', 1, replicas=1).acquire()
     with pytest.raises(CachifyInitError, match='no replicas'):
         await cachify.pool('k', 1, replicas=1).aacquire()
+
+
+def test_the_durability_benchmark_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import durability
+
+    out = tmp_path / 'durability.json'
+    assert durability.main(['--cycles', '20', '--rounds', '1', '--json', str(out)]) == 0
+    medians = json.loads(out.read_text())['medians']
+    assert all(figures['cycles_per_s'] > 0 for by in medians.values() for figures in by.values())
+    assert '| sync | replicas=1 |' in capsys.readouterr().out
