@@ -21,11 +21,13 @@ local function clock()
   return s * 1000 + math.floor(us / 1000), s * 1000000 + us
 end
 
--- The key-TTL rule, for every script that adds, moves or removes a slot: the slots key lives
--- as long as its latest slot, and for ever while any slot never expires ('inf'). An
--- abandoned pool then vanishes with its last slot, and a held one never does. When even the
--- latest slot has expired, the key goes at the next ms: Redis's expiry frees it, not this
--- call, whose work must not grow with a backlog of expired slots.
+-- The key-TTL rule: the slots key lives at least as long as its latest slot, and for ever
+-- while any slot never expires ('inf'). An abandoned pool then vanishes with the last slot
+-- it granted, and a held one never does. acquire only raises the key's life (cover()), and
+-- release leaves it (it can only end after the slots left), except when the slot that
+-- goes never expired: keep_ttl() then sets it to the latest slot's expiry, as extend does.
+-- When even the latest slot has expired, the key goes at the next ms: Redis's expiry frees
+-- it, not this call, whose work must not grow with a backlog of expired slots.
 local function keep_ttl(slots, now)
   local latest = redis.call('ZRANGE', slots, -1, -1, 'WITHSCORES')[2]
   if latest == 'inf' then
@@ -47,6 +49,36 @@ end
 -- Live slots are counted by expiry, not by ZCARD: expired ones may still wait to be dropped.
 local function live_count(slots, now)
   return redis.call('ZCOUNT', slots, '(' .. now, '+inf')
+end
+
+-- The live slots, dropping up to BATCH expired ones first. The lowest score tells whether
+-- anything has expired at all: mostly nothing has, and ZCARD then counts them in O(1).
+local function live_after_drop(slots, now)
+  local first = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')[2]
+  if not first then return 0 end
+  if first == 'inf' or tonumber(first) > now then return redis.call('ZCARD', slots) end
+  drop_expired(slots, now, BATCH)
+  return live_count(slots, now)
+end
+
+-- PEXPIREAT's GT option (Redis >= 7; 6.2 and Lua engines without the version take PTTL first).
+local HAS_GT = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
+
+-- The key-TTL rule when a slot of expiry `score` (ms or 'inf') is added to a set that held
+-- `live` live slots: the key's life only rises to cover it. With no live slot before, no
+-- never-expiring one is there and every expired one ends before `score`.
+local function cover(slots, score, live, now)
+  if score == 'inf' then
+    redis.call('PERSIST', slots)
+  elseif live == 0 then
+    redis.call('PEXPIREAT', slots, score)
+  elseif HAS_GT then
+    -- A key without TTL holds a never-expiring slot: GT leaves it without one.
+    redis.call('PEXPIREAT', slots, score, 'GT')
+  else
+    local pttl = redis.call('PTTL', slots)
+    if pttl >= 0 and now + pttl < score then redis.call('PEXPIREAT', slots, score) end
+  end
 end
 
 -- Waiters whose queue lease ran out have died or given up: up to BATCH of them lose

@@ -4,18 +4,22 @@
 -- KEYS[1]  slots: sorted set, member = slot id, score = expiry in ms since the epoch
 --          ('inf' for a slot that never expires); the key lives as long as its latest slot
 -- KEYS[2]  queue: sorted set, member = waiting slot id, score = arrival (µs, Redis clock)
--- KEYS[3]  queue leases: sorted set, member = waiting slot id, score = when its waiter
---          counts as gone (ms) unless it calls again; a dead waiter never blocks the queue
+-- KEYS[3]  leases: sorted set, member = waiting slot id, score = when its waiter counts as
+--          gone (ms) unless it calls again. Every waiter is here, queued or not, so release
+--          publishes only while someone waits; a dead waiter never blocks the queue
 -- ARGV[1]  the caller's slot id; acquiring the same id twice counts it once, so a client
 --          library that re-sends the call after a timeout cannot take two slots
 -- ARGV[2]  max_size, an integer >= 1 (at most 2^32: a sorted set holds fewer members)
 -- ARGV[3]  slot lifetime in ms, or 0 for a slot that never expires
--- ARGV[4]  1 = if no slot is free, queue (or stay queued) for one; 0 = do not queue
+-- ARGV[4]  if no slot is free: 1 = queue (or stay queued) for one; 2 = wait without a
+--          place in the queue (leases only); 0 = do not wait
 -- ARGV[5]  queue lease in ms
 --
 -- Queued waiters go first: a caller not in the queue gets a slot only when more slots are
 -- free than waiters are queued, and the waiter at queue position r only when r < free.
 -- Bounded work: at most BATCH expired slots and BATCH lapsed waiters are dropped per call.
+-- The common call (nothing expired, nobody waiting) runs six commands: TIME, ZRANGE, ZCARD,
+-- ZCARD, ZADD, PEXPIREAT.
 --
 -- Reply    {status, live slots after the call, ms until the nearest slot expiry or -1}
 --          status  1 acquired
@@ -24,36 +28,48 @@
 --                 -1 the server's clock reads 0, so expiry cannot be trusted
 local slots, queue, leases = KEYS[1], KEYS[2], KEYS[3]
 local slot = ARGV[1]
-local max_size, ttl, wants_queue, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1', tonumber(ARGV[5])
+local max_size, ttl, mode, lease = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local now, now_us = clock()
 if now <= 0 then return {-1, 0, -1} end
 
-drop_expired(slots, now, BATCH)
-local live = live_count(slots, now)
-local held = redis.call('ZSCORE', slots, slot)
-if held and (held == 'inf' or tonumber(held) > now) then return {2, live, -1} end
+local live = live_after_drop(slots, now)
+-- Nobody waits unless someone holds a lease: the queue (a subset) is then empty too.
+local waiting = redis.call('ZCARD', leases) > 0
+local rank, ahead = false, 0
+if waiting then
+  drop_lapsed(queue, leases, now)
+  rank = redis.call('ZRANK', queue, slot)
+  ahead = rank or redis.call('ZCARD', queue)
+end
 
-drop_lapsed(queue, leases, now)
-local free = max_size - live
-local rank = redis.call('ZRANK', queue, slot)
-local ahead = rank or redis.call('ZCARD', queue)
-
-if ahead < free then
+if ahead < max_size - live then
+  local score = ttl == 0 and 'inf' or now + ttl
+  if redis.call('ZADD', slots, 'NX', score, slot) == 0 then
+    -- This id is there already: a re-sent acquire of a live slot, or an expired one of the
+    -- same id not yet dropped, which is simply overwritten.
+    local held = redis.call('ZSCORE', slots, slot)
+    if held == 'inf' or tonumber(held) > now then return {2, live, -1} end
+    redis.call('ZADD', slots, score, slot)
+  end
   if rank then
     redis.call('ZREM', queue, slot)
     redis.call('ZREM', leases, slot)
+  elseif waiting and mode ~= '0' then
+    redis.call('ZREM', leases, slot)  -- a waiter out of the queue: it waits no more
   end
-  -- An expired slot of the same id, not yet dropped, is simply overwritten.
-  redis.call('ZADD', slots, ttl == 0 and 'inf' or now + ttl, slot)
-  keep_ttl(slots, now)
+  cover(slots, score, live, now)
   return {1, live + 1, -1}
 end
 
-if wants_queue then
-  if not rank then redis.call('ZADD', queue, now_us, slot) end
+local held = redis.call('ZSCORE', slots, slot)
+if held and (held == 'inf' or tonumber(held) > now) then return {2, live, -1} end
+if mode ~= '0' then
   -- The queue keys live as long as their latest lease, which this one is.
+  if mode == '1' then
+    if not rank then redis.call('ZADD', queue, now_us, slot) end
+    redis.call('PEXPIREAT', queue, now + lease)
+  end
   redis.call('ZADD', leases, now + lease, slot)
-  redis.call('PEXPIREAT', queue, now + lease)
   redis.call('PEXPIREAT', leases, now + lease)
 end
 local nearest = redis.call('ZRANGEBYSCORE', slots, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]

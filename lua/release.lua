@@ -9,9 +9,10 @@
 -- ARGV[3]  the pool's wake-up channel
 -- ARGV[4]  optional: '1' to announce with SPUBLISH (see publish() in _lib.lua)
 --
--- On release of a live slot it publishes, atomically with it, the id of the queued waiter
--- that the freed slot is for, or '' when no live queued waiter is owed it: any waiter may
--- try. It never names a waiter whose queue lease has run out.
+-- On release of a live slot while anyone waits (holds a lease), it publishes, atomically
+-- with it, the id of the queued waiter that the freed slot is for, or '' when no live
+-- queued waiter is owed it: any waiter may try. It never names a waiter whose queue lease
+-- has run out. With no waiter it publishes nothing.
 --
 -- Reply    1 released
 --          0 the slot was not held: it had expired (it is removed now, and nobody is
@@ -24,8 +25,11 @@ local now = clock()
 local expiry = redis.call('ZSCORE', slots, slot)
 if not expiry then return 0 end
 redis.call('ZREM', slots, slot)
-keep_ttl(slots, now)
+-- Only a never-expiring slot's going can let the key's life shrink (see _lib.lua).
+if expiry == 'inf' then keep_ttl(slots, now) end
 if expiry ~= 'inf' and tonumber(expiry) <= now then return 0 end
+-- Every waiter, queued or not, holds a lease (acquire.lua): none, and nobody is to be woken.
+if redis.call('ZCARD', leases) == 0 then return 1 end
 
 -- Waiters at positions below `free` could already go; the one at free - 1 is owed this slot.
 drop_lapsed(queue, leases, now)

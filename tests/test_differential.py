@@ -84,15 +84,16 @@ class Op:
     slot: str = ''
     number: int = 0  # ms of lifetime or tick, a limit, or a crowd's size
     queue: bool = False
+    wait: bool = False  # waits unqueued: holds a lease, so releases publish (implied by queue)
 
     def calls(self, lease: int) -> Iterator[Call]:
         key, max_size = self.pool.key, self.pool.max_size
         if self.kind == 'acquire':
-            call = acquire_call(PREFIX, key, self.slot, max_size, self.number, self.queue)
+            call = acquire_call(PREFIX, key, self.slot, max_size, self.number, self.queue, wait=self.wait)
             yield dataclasses.replace(call, args=(*call.args[:-1], lease))
         elif self.kind == 'crowd':  # a fleet that arrives at once: more than a batch (100)
             for i in range(self.number):
-                call = acquire_call(PREFIX, key, f'crowd-{i:03}', max_size, 40, self.queue)
+                call = acquire_call(PREFIX, key, f'crowd-{i:03}', max_size, 40, self.queue, wait=self.wait)
                 yield dataclasses.replace(call, args=(*call.args[:-1], lease))
         elif self.kind == 'release':
             yield release_call(PREFIX, key, self.slot, max_size)
@@ -118,13 +119,21 @@ def random_sequence(rng: random.Random, timing: Timing, length: int) -> list[Op]
             weights=[30, 15, 8, 4, 4, 4, 5, 25, 1],
         )[0]
         if kind in ('acquire', 'extend'):
-            ops.append(Op(kind, pool, slot, rng.choice(timing.lifetimes), rng.random() < 0.5))
+            ops.append(Op(kind, pool, slot, rng.choice(timing.lifetimes), rng.random() < 0.4, rng.random() < 0.5))
         elif kind == 'tick':
             ops.append(Op(kind, pool, number=rng.choice(timing.ticks)))
         elif kind in ('holders', 'purge'):
             ops.append(Op(kind, pool, number=rng.choice([1, 2, 3, 1_000])))
         elif kind == 'crowd':
-            ops.append(Op(kind, rng.choice(POOLS), number=rng.randrange(101, 112), queue=rng.random() < 0.5))
+            ops.append(
+                Op(
+                    kind,
+                    rng.choice(POOLS),
+                    number=rng.randrange(101, 112),
+                    queue=rng.random() < 0.4,
+                    wait=rng.random() < 0.5,
+                )
+            )
         else:
             ops.append(Op(kind, pool, slot))
     return ops
