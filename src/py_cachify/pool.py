@@ -308,7 +308,7 @@ class pool:
         lease = Lease(self, settings, slot, lifetime)
         if self._auto_renew and lifetime is not None:
             rule = renewal.Renewal(self._key, lifetime * renewal.EVERY, self._on_lost, lease._mark_lost)
-            extend = lease.extend if renewer is renewal.ThreadRenewer else lease.aextend
+            extend = lease._renew if renewer is renewal.ThreadRenewer else lease._arenew
             lease._renewer = renewer(rule, extend, owner=settings.backend)  # type: ignore[arg-type]
         return lease
 
