@@ -78,11 +78,15 @@ def script_costs(client: redis.Redis, name: str, live: int, batches: int, batch:
     finally:
         for lease in held + taken:
             lease.release()
-    med = {'acquire_us': statistics.median(acquire), 'release_us': statistics.median(release)}
-    med['bare_us'] = statistics.median(bare)
-    med['pair_us'] = med['acquire_us'] + med['release_us']
-    med['pair_x_bare'] = med['pair_us'] / med['bare_us']
-    return med
+    # Medians, and the best batch: the usec are wall-clock inside Redis, so a preempted
+    # server (a loaded machine) inflates them, and the least preempted batch is the cost.
+    out: dict[str, float] = {}
+    for stat, pick in (('', statistics.median), ('best_', min)):
+        out[f'{stat}acquire_us'], out[f'{stat}release_us'] = pick(acquire), pick(release)
+        out[f'{stat}bare_us'] = pick(bare)
+        out[f'{stat}pair_us'] = out[f'{stat}acquire_us'] + out[f'{stat}release_us']
+        out[f'{stat}pair_x_bare'] = out[f'{stat}pair_us'] / out[f'{stat}bare_us']
+    return out
 
 
 def rates_sync(client: redis.Redis, p: pool, seconds: float) -> dict[str, float]:
@@ -207,14 +211,15 @@ def render(results: dict[str, Any]) -> str:
         '| --- | ---: | ---: |',
     ]
     idle, live = results['uncontended'], results['live100']
-    for key, title in (
-        ('acquire_us', 'acquire.lua, µs'),
-        ('release_us', 'release.lua, µs'),
-        ('pair_us', 'enter+exit pair, µs'),
-        ('bare_us', 'bare EVALSHA `return 1`, µs'),
-        ('pair_x_bare', 'pair ÷ bare EVALSHA (goal <= 5)'),
-    ):
-        rows.append(f'| {title} | {idle[key]:.2f} | {live[key]:.2f} |')
+    for stat, which in (('', 'median'), ('best_', 'best batch')):
+        for key, title in (
+            ('acquire_us', 'acquire.lua, µs'),
+            ('release_us', 'release.lua, µs'),
+            ('pair_us', 'enter+exit pair, µs'),
+            ('bare_us', 'bare EVALSHA `return 1`, µs'),
+            ('pair_x_bare', 'pair ÷ bare EVALSHA (goal <= 5)'),
+        ):
+            rows.append(f'| {title}, {which} | {idle[stat + key]:.2f} | {live[stat + key]:.2f} |')
     rows.append(
         f'| projected ceiling of one Redis core, pairs/s | {1e6 / idle["pair_us"]:,.0f} | '
         f'{1e6 / live["pair_us"]:,.0f} |'

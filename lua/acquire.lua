@@ -18,7 +18,7 @@
 -- Queued waiters go first: a caller not in the queue gets a slot only when more slots are
 -- free than waiters are queued, and the waiter at queue position r only when r < free.
 -- Bounded work: at most BATCH expired slots and BATCH lapsed waiters are dropped per call.
--- The common call (nothing expired, nobody waiting) runs six commands: TIME, ZRANGE, ZCARD,
+-- The common call (nothing expired, nobody waiting) runs six commands: TIME, ZCOUNT, ZCARD,
 -- ZCARD, ZADD, PEXPIREAT.
 --
 -- Reply    {status, live slots after the call, ms until the nearest slot expiry or -1}

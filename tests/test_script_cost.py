@@ -48,7 +48,7 @@ def commands_inside(client: redis.Redis, call: Call) -> tuple[object, int]:
 
 @pytest.mark.parametrize('live', [0, 100])
 def test_the_common_acquire_and_release_run_few_commands(own_client: redis.Redis, live: int) -> None:
-    # Nothing expired and nobody waiting: TIME, ZRANGE, ZCARD, ZCARD, ZADD, PEXPIREAT for an
+    # Nothing expired and nobody waiting: TIME, ZCOUNT, ZCARD, ZCARD, ZADD, PEXPIREAT for an
     # acquire and TIME, ZSCORE, ZREM, ZCARD for a release. It was 9 to 10 and 9, with a
     # PUBLISH on every release whether anyone waited or not.
     for i in range(live):
