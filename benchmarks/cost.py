@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import statistics
 import sys
 import time
@@ -181,6 +182,56 @@ def memory(client: redis.Redis, n: int) -> dict[str, Any]:
             lease.release()
 
 
+def scale_worker(url: str, name: str, seconds: float, start: Any, done: Any) -> None:
+    """One process of the scale step: enter and exit `name` (64 slots) back to back for `seconds`."""
+    client = redis.Redis.from_url(url)
+    init_cachify(sync_client=client)
+    p = pool(name, 64)
+    for _ in range(20):  # connect and load the scripts before the clock starts
+        with p:
+            pass
+    start.wait()
+    n, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        with p:
+            pass
+        n += 1
+    done.put(n)
+    client.close()
+
+
+def scale(url: str, client: redis.Redis, counts: tuple[int, ...], seconds: float) -> dict[str, Any]:
+    """N processes, on one shared pool of 64 and on a pool each: enters/s and Redis CPU per pair."""
+    ctx = multiprocessing.get_context('spawn')
+    out: dict[str, Any] = {}
+    for shared in (True, False):
+        for n in counts:
+            start, done = ctx.Barrier(n + 1), ctx.Queue()
+            names = ['cost-scale'] * n if shared else [f'cost-scale-{i}' for i in range(n)]
+            workers = [ctx.Process(target=scale_worker, args=(url, name, seconds, start, done)) for name in names]
+            for worker in workers:
+                worker.start()
+            try:
+                start.wait(timeout=60)
+                calls0, usec0 = evalsha_usec(client)
+                began = time.perf_counter()
+                enters = sum(done.get(timeout=seconds + 60) for _ in workers)
+                took = time.perf_counter() - began
+                calls1, usec1 = evalsha_usec(client)
+            finally:
+                for worker in workers:
+                    worker.join(timeout=30)
+                    if worker.is_alive():
+                        worker.kill()
+            pair_us = 2 * (usec1 - usec0) / max(1, calls1 - calls0)
+            out[f'{"shared" if shared else "distinct"}.{n}'] = {
+                'enters_per_s': enters / took,
+                'pair_us': pair_us,
+                'ceiling_pairs_per_s': 1e6 / pair_us if pair_us else None,
+            }
+    return out
+
+
 def measure(url: str, quick: bool) -> dict[str, Any]:
     """Every figure of this module, on the Redis at `url` (it should be idle and ours)."""
     batches, batch = (5, 10) if quick else (40, 10)
@@ -195,6 +246,7 @@ def measure(url: str, quick: bool) -> dict[str, Any]:
         results['async'] = asyncio.run(rates_async(url, pool('cost-rate-async', 64), seconds))
         results['growth'] = growth(client, batches, batch)
         results['memory'] = memory(client, 1000)
+        results['scale'] = scale(url, client, (1, 2) if quick else (1, 2, 4, 8), 0.3 if quick else 3.0)
         results['seconds_timed'] = seconds
         return results
     finally:
@@ -238,7 +290,18 @@ def render(results: dict[str, Any]) -> str:
         f'Growth: pair {g["live10.pair_us"]:.1f} µs at 10 live slots, {g["live100000.pair_us"]:.1f} µs at 100,000: '
         f'{g["growth_x"]:.2f}x (goal <= 1.3)',
         f'Memory: {m["bytes_per_slot"]:.0f} B per live slot at 1,000 slots ({m["encoding"]})',
+        '',
+        f'Scale: N processes entering and exiting back to back for {results["seconds_timed"]} s{label}',
+        '',
+        '| Pools | processes | enters/s | Redis CPU per pair, µs | projected ceiling of one Redis core, pairs/s |',
+        '| --- | ---: | ---: | ---: | ---: |',
     ]
+    for step, row in results['scale'].items():
+        pools, n = step.split('.')
+        rows.append(
+            f'| {"one shared, 64 slots" if pools == "shared" else "one each"} | {n} | {row["enters_per_s"]:,.0f} | '
+            f'{row["pair_us"]:.1f} | {row["ceiling_pairs_per_s"] or 0:,.0f} |'
+        )
     return '\n'.join(rows)
 
 
@@ -247,13 +310,14 @@ def server(url: str | None) -> Iterator[str]:
     if url:
         yield url
         return
-    from benchmarks.servers import ServerUnavailable, own_server
+    from benchmarks.servers import ServerUnavailable, find_binary, own_server
 
     try:
-        with own_server() as started:
-            yield started
+        find_binary()
     except ServerUnavailable as exc:
         raise SystemExit(f'benchmarks: {exc}') from None
+    with own_server() as started:
+        yield started
 
 
 def main(argv: list[str] | None = None) -> int:

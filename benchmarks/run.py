@@ -36,7 +36,7 @@ import redis  # noqa: E402
 
 from benchmarks.baseline import BASELINE, VENV, BaselineUnavailable, ensure_baseline  # noqa: E402
 from benchmarks.report import SideRuns, render_markdown, table  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
+from benchmarks.servers import ServerUnavailable, find_binary, own_server  # noqa: E402
 
 __all__ = ['SCENARIOS', 'main']
 
@@ -202,8 +202,9 @@ def redis_server(url: str | None) -> Iterator[tuple[str, str]]:
     if url:
         yield url, 'external (--redis-url)'
         return
-    with RedisServer() as server:
-        yield server.url, server.binary
+    binary = find_binary()
+    with own_server() as started:
+        yield started, binary
 
 
 # -- command line ----------------------------------------------------------------------
@@ -235,6 +236,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(['python', '-m', 'benchmarks', *(sys.argv[1:] if argv is None else argv)])
+    if not args.redis_url:
+        try:
+            find_binary()  # before the baseline's install, which can take 15 s
+        except ServerUnavailable as exc:
+            log(str(exc))
+            return 2
     sides = [ours_side()]
     if not args.no_baseline:
         try:

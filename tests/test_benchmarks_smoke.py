@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,49 @@ def assert_numbers(metrics: dict[str, Any]) -> None:
         assert math.isfinite(value), name
         # Spans from the release call's return to the waiter's entry may be negative (see POSITIVE).
         assert value >= 0 or name.endswith(('.p50_ms', '.p99_ms')), (name, value)
+
+
+@pytest.mark.slow
+def test_the_script_cost_run_reports_every_figure(redis_url: str, tmp_path: Path) -> None:
+    out = tmp_path / 'cost.json'
+    done = subprocess.run(
+        [sys.executable, '-m', 'benchmarks.cost', '--quick', '--json', str(out), '--redis-url', redis_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    for step in ('uncontended', 'live100'):
+        assert_numbers(report[step])
+        for figure in ('acquire_us', 'release_us', 'bare_us', 'best_pair_us'):
+            assert report[step][figure] > 0, (step, figure)
+    for side in ('sync', 'async'):
+        assert report[side]['pairs_per_s'] > 0
+        assert report[side]['bare_per_s'] > 0
+    assert report['growth']['live100000.pair_us'] > 0
+    assert report['memory']['bytes_per_slot'] > 0
+    assert {step.split('.')[0] for step in report['scale']} == {'shared', 'distinct'}
+    assert all(row['enters_per_s'] > 0 for row in report['scale'].values())
+    # --quick says so on what it prints, so nobody takes its figures for a full run's.
+    assert '--quick' in done.stdout
+
+
+@pytest.mark.parametrize('module', ['benchmarks', 'benchmarks.cost'])
+def test_a_missing_server_is_a_one_line_error(module: str, tmp_path: Path) -> None:
+    missing = tmp_path / 'no-redis-server'
+    done = subprocess.run(
+        [sys.executable, '-m', module, '--quick', '--no-baseline'][: 4 if module == 'benchmarks' else 3],
+        cwd=ROOT,
+        env={**os.environ, 'REDIS_SERVER': str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines() == [
+        f'benchmarks: {missing} (from $REDIS_SERVER) is not an executable file; or pass --redis-url'
+    ]
