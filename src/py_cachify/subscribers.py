@@ -27,7 +27,7 @@ import selectors
 import socket
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -381,9 +381,15 @@ class _LoopSubscriber:
     """The task subscriber of one event loop."""
 
     def __init__(
-        self, client: Any, wakeups: Wakeups, loop: asyncio.AbstractEventLoop, sharded: Callable[[], bool]
+        self,
+        client: Any,
+        wakeups: Wakeups,
+        loop: asyncio.AbstractEventLoop,
+        sharded: Callable[[], bool],
+        loop_client: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         self._client = client
+        self._loop_client = loop_client
         self._wakeups = wakeups
         self._sharded = sharded
         self.loop = loop
@@ -433,7 +439,9 @@ class _LoopSubscriber:
                         await link.aclose()
                         link = None
                     if plan.connect:
-                        link = await _AsyncLink.open(self._client, plan.refresh, self._sharded())
+                        # A cluster client initializes on this loop's own client (backends.loops).
+                        client = self._client if self._loop_client is None else await self._loop_client()
+                        link = await _AsyncLink.open(client, plan.refresh, self._sharded())
                         machine.connected()
                     if link is not None:
                         if plan.unsubscribe:
@@ -498,10 +506,17 @@ class TaskSubscriber:
     it: the task closes its connection when cancelled, and the next loop gets a new one.
     """
 
-    def __init__(self, client: Any, wakeups: Wakeups, sharded: Callable[[], bool] = lambda: False) -> None:
+    def __init__(
+        self,
+        client: Any,
+        wakeups: Wakeups,
+        sharded: Callable[[], bool] = lambda: False,
+        loop_client: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self._client = client
         self._wakeups = wakeups
         self._sharded = sharded
+        self._loop_client = loop_client  # the running loop's client, if `client` is bound to one loop
         self._loops: dict[asyncio.AbstractEventLoop, _LoopSubscriber] = {}
         self._lock = threading.Lock()  # loops in several threads may share this subscriber
         self._closed = False
@@ -526,7 +541,9 @@ class TaskSubscriber:
                 sub = self._loops.get(loop)
                 if sub is None or sub.done:
                     self._loops = {other: s for other, s in self._loops.items() if not other.is_closed()}
-                    sub = self._loops[loop] = _LoopSubscriber(self._client, self._wakeups, loop, self._sharded)
+                    sub = self._loops[loop] = _LoopSubscriber(
+                        self._client, self._wakeups, loop, self._sharded, self._loop_client
+                    )
             sub.listen(channel)
         except Exception:
             log.warning('py_cachify wake-ups: could not listen on %s; waiters poll instead', channel, exc_info=True)

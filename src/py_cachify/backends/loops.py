@@ -10,11 +10,13 @@ forked processes, works and leaves no connection behind.
 The configured client goes through three states, each transition in one place below:
 UNUSED -> HOME (first use, in a loop of the process that configured it) -> RETIRED (its
 home loop shut down, `close()`, or a fork: the child must not touch the parent's sockets).
+A client we cannot clone goes from RETIRED to HOME again in the next loop that uses it.
 
 A loop's shutdown is seen through an async generator started in it: `asyncio.run()` (and
 any runner calling `loop.shutdown_asyncgens()`) closes it inside the loop, before closing
-the loop, so the clone is closed where its connections live. Clients that cannot be cloned
-(cluster and Sentinel clients) are used as configured in every loop.
+the loop, so the clone is closed where its connections live. A cluster client's clone starts
+from the nodes the configured one knows; clients that cannot be cloned (Sentinel's) are used
+as configured in every loop.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import inspect
 import logging
 import os
 import threading
@@ -31,6 +34,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.connection import SSLConnection
 
 __all__ = ['LoopClients']
 
@@ -61,7 +67,9 @@ class LoopClients:
 
     def __init__(self, client: Any) -> None:
         self._configured = client
-        self._clonable = type(getattr(client, 'connection_pool', None)) in _CLONABLE
+        self._clonable = (
+            isinstance(client, AsyncRedisCluster) or type(getattr(client, 'connection_pool', None)) in _CLONABLE
+        )
         self._lock = threading.Lock()  # loops in several threads share one backend
         self._loops: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._home = Home.UNUSED
@@ -85,25 +93,30 @@ class LoopClients:
             entry = self._loops.get(loop)
             if entry is not None:
                 return entry.client, entry.init_lock
-            entry = self._assign(loop)
+            entry, abandoned = self._assign(loop)
+        for gone in abandoned:
+            _abandon(gone)
         # Started here, inside the loop: its shutdown_asyncgens() will close it, in the loop.
         entry.watcher = self._watch(loop, entry)
         await entry.watcher.asend(None)
         return entry.client, entry.init_lock
 
-    def _assign(self, loop: asyncio.AbstractEventLoop) -> _LoopClient:
-        """Pick the client of a loop seen for the first time (under the lock)."""
-        # Loops closed without shutting down their async generators: their clients cannot be
-        # awaited any more; drop them (the sockets go with the garbage).
+    def _assign(self, loop: asyncio.AbstractEventLoop) -> tuple[_LoopClient, list[_LoopClient]]:
+        """Pick the client of a loop seen for the first time (under the lock); also return the
+        entries of loops that were closed without shutting down their async generators."""
+        abandoned = [e for other, e in self._loops.items() if other.is_closed()]
         self._loops = {other: e for other, e in self._loops.items() if not other.is_closed()}
-        if self._home is Home.UNUSED or not self._clonable:
-            if self._home is Home.UNUSED:
-                self._home, self._home_loop = Home.HOME, loop
+        # One we cannot clone is taken again by the next loop once its home loop shut down.
+        if self._home is Home.UNUSED or (self._home is Home.RETIRED and not self._clonable):
+            self._home, self._home_loop = Home.HOME, loop
+            entry = _LoopClient(self._configured, owned=False)
+        elif not self._clonable:
+            # Shared with a loop still running: redis-py may refuse it here (CachifyBackendError).
             entry = _LoopClient(self._configured, owned=False)
         else:
             entry = _LoopClient(_clone(self._configured), owned=True)
         self._loops[loop] = entry
-        return entry
+        return entry, abandoned
 
     async def _watch(self, loop: asyncio.AbstractEventLoop, entry: _LoopClient) -> AsyncGenerator[None, None]:
         try:
@@ -116,7 +129,8 @@ class LoopClients:
                 retire = self._home_loop is loop and self._home is Home.HOME
                 if retire:
                     self._home, self._home_loop = Home.RETIRED, None
-            await _shut(entry, disconnect_configured=retire and self._clonable)
+            if not loop.is_closed():
+                await _shut(entry, disconnect_configured=retire)
 
     def close(self) -> None:
         """Close every loop's clone (from any thread, without waiting); later loops get new ones."""
@@ -151,6 +165,8 @@ class LoopClients:
 
 def _clone(client: Any) -> Any:
     """A client with `client`'s connection settings and a connection pool of its own."""
+    if isinstance(client, AsyncRedisCluster):
+        return _clone_cluster(client)
     source = client.connection_pool
     kwargs = {k: v for k, v in source.connection_kwargs.items() if k != 'maint_notifications_pool_handler'}
     if isinstance(source, redis.asyncio.BlockingConnectionPool):
@@ -159,16 +175,66 @@ def _clone(client: Any) -> Any:
     return redis.asyncio.Redis(connection_pool=pool)
 
 
+# What a cluster client keeps of its constructor's arguments, outside its connection settings.
+_CLUSTER_ATTRIBUTES = ('retry', 'require_full_coverage', 'load_balancing_strategy')
+_CLUSTER_PARAMETERS = frozenset(inspect.signature(AsyncRedisCluster.__init__).parameters) - {'self', 'host', 'port'}
+
+
+def _clone_cluster(client: Any) -> Any:
+    """A cluster client with `client`'s settings, starting from the nodes it knows now."""
+    settings = client.connection_kwargs
+    kwargs = {k: v for k, v in settings.items() if k in _CLUSTER_PARAMETERS}
+    if settings.get('connection_class') is SSLConnection:
+        kwargs['ssl'] = True
+    manager = client.nodes_manager
+    for name in _CLUSTER_ATTRIBUTES:
+        holder = client if hasattr(client, name) else manager
+        if hasattr(holder, name):
+            kwargs[name] = getattr(holder, name)
+    kwargs['address_remap'] = getattr(manager, 'address_remap', None)
+    if getattr(client, 'read_from_replicas', False):  # deprecated by redis-py: passed only if set
+        kwargs['read_from_replicas'] = True
+    nodes = [ClusterNode(node.host, node.port) for node in client.get_nodes()] or [
+        ClusterNode(node.host, node.port) for node in client.startup_nodes
+    ]
+    return AsyncRedisCluster(startup_nodes=nodes, **kwargs)
+
+
+def _abandon(entry: _LoopClient) -> None:
+    """Finish the watcher of a loop closed without shutting down its async generators.
+
+    Its client cannot be awaited any more (its sockets go with the garbage); finishing the
+    watcher here, where it awaits nothing, keeps its loop's finalizer from being called on
+    a closed loop when the garbage collector finds it.
+    """
+    if entry.watcher is None:
+        return
+    closing = entry.watcher.aclose()
+    try:
+        closing.send(None)
+    except StopIteration:
+        pass
+    except Exception:  # it was finished already, or is running: nothing more to do
+        log.debug('py_cachify: finishing the client of a closed loop failed', exc_info=True)
+        closing.close()
+
+
 async def _aclose(watcher: AsyncGenerator[None, None]) -> None:
     await watcher.aclose()
 
 
 async def _shut(entry: _LoopClient, disconnect_configured: bool) -> None:
     try:
-        if entry.owned:
+        if isinstance(entry.client, AsyncRedisCluster):
+            # A cluster client's aclose() closes its nodes' connections and leaves it usable
+            # (it initializes again when used): fine for the configured client too.
+            if entry.owned or disconnect_configured:
+                await entry.client.aclose()
+        elif entry.owned:
             await entry.client.aclose(close_connection_pool=True)
         elif disconnect_configured:
-            # The configured client stays the caller's; only its connections of this loop go.
+            # The configured client stays the caller's; only its connections of this loop go
+            # (one we cannot clone then serves the next loop with new connections).
             await entry.client.connection_pool.disconnect()
     except Exception:  # a connection already broken has nothing left to close
         log.debug('py_cachify: closing a loop client failed', exc_info=True)
