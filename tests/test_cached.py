@@ -371,3 +371,53 @@ def test_a_stampede_across_processes_computes_once(redis_url: str, redis_client:
     assert out.value == 4 * 99
     assert computed.value == 1
     redis_client.delete('stampede-procs-shared-cached')
+
+
+@pytest.mark.parametrize('backend', ['redis'])
+async def test_waiters_get_the_value_after_their_subscriber_connection_is_killed(
+    make_cachify: Callable[..., Cachify], redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import py_cachify.cacheops
+
+    # Only a message can wake a waiter in time: the polls are made too slow to matter.
+    monkeypatch.setattr(py_cachify.cacheops, '_WAITER_POLL', 60.0)
+    cachify = make_cachify(lock_poll_interval=60.0)
+    go = asyncio.Event()
+    computing = asyncio.Event()
+
+    @cachify.cached('killed-sub', stampede_timeout=TIMEOUT * 2)
+    async def compute() -> int:
+        computing.set()
+        await go.wait()
+        return 5
+
+    channel = _channel(cachify, 'killed-sub')
+
+    async def stampede(kill: bool) -> float:
+        """Seconds from the computer's store to its waiter having the value."""
+        go.clear()
+        computing.clear()
+        await compute.reset()  # type: ignore[attr-defined]
+        first = asyncio.ensure_future(compute())
+        waiter: asyncio.Future[int] | None = None
+        try:
+            await computing.wait()
+            waiter = asyncio.ensure_future(compute())
+            await await_until(lambda: cachify.settings.backend.wakeups.waiting(channel))
+            await asyncio.sleep(0.05)  # from its last look into its wait
+            if kill:
+                assert redis_client.client_kill_filter(_type='pubsub') >= 1
+            go.set()
+            assert await first == 5
+            stored = time.monotonic()
+            assert await waiter == 5
+            return time.monotonic() - stored
+        finally:
+            go.set()
+            await asyncio.gather(first, *([waiter] if waiter else []), return_exceptions=True)
+
+    try:
+        await stampede(kill=False)  # subscribed now
+        assert await stampede(kill=True) < TIMEOUT / 2  # a poll would have taken 60 s
+    finally:
+        await cachify.aclose()
