@@ -312,6 +312,9 @@ class _AsyncLink:
         self._links: dict[str, tuple[redis.asyncio.ConnectionPool, Any]] = {}
         # One pending read per connection; `message()` hands out whichever completes first.
         self._reads: dict[str, asyncio.Future[Any]] = {}
+        # Set when channels were subscribed, maybe on a new connection (a node not listened to
+        # yet): a pending `message()` reads it too, or its messages would wait for another's.
+        self._added = asyncio.Event()
 
     @classmethod
     async def open(cls, client: Any, refresh: bool, sharded: bool) -> _AsyncLink:
@@ -341,9 +344,10 @@ class _AsyncLink:
     async def subscribe(self, channels: list[str]) -> None:
         if not self.sharded:
             await self._pubsub(channels[0]).subscribe(*channels)
-            return
-        for channel in channels:  # one by one: channels of different slots may not share a command
-            await self._pubsub(channel).ssubscribe(channel)
+        else:
+            for channel in channels:  # one by one: channels of different slots may not share a command
+                await self._pubsub(channel).ssubscribe(channel)
+        self._added.set()  # only now has a new connection one to read from
 
     async def unsubscribe(self, channels: list[str]) -> None:
         for channel in channels:
@@ -357,14 +361,19 @@ class _AsyncLink:
 
     async def message(self) -> Any:
         """The next message (or None) from any of the connections; raises what a read raised."""
-        for name, (_, pubsub) in self._links.items():
-            if name not in self._reads:
-                self._reads[name] = asyncio.ensure_future(pubsub.get_message(timeout=None))
-        if not self._reads:
-            await asyncio.Event().wait()  # nothing subscribed yet: only a poke ends the wait
-        done, _ = await asyncio.wait(self._reads.values(), return_when=asyncio.FIRST_COMPLETED)
-        name = next(name for name, read in self._reads.items() if read in done)
-        return self._reads.pop(name).result()
+        while True:
+            self._added.clear()
+            for name, (_, pubsub) in self._links.items():
+                if name not in self._reads:
+                    self._reads[name] = asyncio.ensure_future(pubsub.get_message(timeout=None))
+            added = asyncio.ensure_future(self._added.wait())
+            try:
+                done, _ = await asyncio.wait({*self._reads.values(), added}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await _cancel(added)
+            ready = [name for name, read in self._reads.items() if read in done]
+            if ready:
+                return self._reads.pop(ready[0]).result()
 
     async def aclose(self) -> None:
         for read in self._reads.values():
