@@ -248,7 +248,13 @@ def new_slot_id() -> str:
 
 
 def acquire_call(
-    prefix: str, key: str, slot: str, max_size: int, ttl: int, queue: bool = False, durable: Durability | None = None,
+    prefix: str,
+    key: str,
+    slot: str,
+    max_size: int,
+    ttl: int,
+    queue: bool = False,
+    durable: Durability | None = None,
     wait: bool = False,
 ) -> Call:
     """acquire.lua: take `slot` if the pool has room (`ttl` ms, 0 = never); `queue` to wait in line.

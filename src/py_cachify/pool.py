@@ -270,7 +270,9 @@ class pool:
         """The acquire rules, free of I/O: yields calls to run and waits; returns on success."""
         queue = self._fair and not self._nowait
         ttl = ttl_ms(self._lifetime(settings))
-        call = acquire_call(settings.prefix, self._key, slot, self._admit, ttl, queue, self._durable, wait=not self._nowait)
+        call = acquire_call(
+            settings.prefix, self._key, slot, self._admit, ttl, queue, self._durable, wait=not self._nowait
+        )
         result = attempt((yield call), call)
         if result.acquired:
             return
