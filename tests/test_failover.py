@@ -403,6 +403,23 @@ async def test_on_redis_7_a_cluster_wakes_waiters_by_sharded_pub_sub(
             await close_all(cachify, sync_client, async_client)
 
 
+@needs_redis_7
+async def test_a_cluster_user_without_info_gets_plain_pub_sub_not_errors() -> None:
+    with RedisCluster(binary=REDIS_7) as cluster:
+        for node in cluster.masters:
+            with redis.Redis(port=node.port) as admin:
+                admin.execute_command('ACL', 'SETUSER', 'app', 'on', 'nopass', '~*', '&*', '+@all', '-info')  # type: ignore[no-untyped-call]
+        url = f'redis://app:any@127.0.0.1:{cluster.masters[0].port}/0'
+        sync_client, async_client = cluster_clients(url, 'task')
+        cachify = init_cachify(sync_client, async_client, prefix='noinfo-', is_global=False)
+        try:
+            # The version cannot be asked: pools work, and waiters are woken by plain PUBLISH.
+            assert await pubsub_p50(cachify, 'k', 'task') < PUBSUB_SPEED
+            assert not cachify.settings.backend.sharded()
+        finally:
+            await close_all(cachify, sync_client, async_client)
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -98,10 +98,8 @@ class RedisBackend:
         if self._sync is None:
             raise CachifyInitError(f'pool {call.pool!r} is used from sync code, but no sync_client was given')
         try:
-            if self._sharded is None:
-                cluster: Any = self._sync_cluster  # None: the asyncio client decides
-                if cluster is not None:
-                    self._sharded = sharded_pubsub(cluster.info('server', target_nodes=cluster.get_default_node()))
+            if self._sharded is None and self._sync_cluster is not None:  # else the asyncio client decides
+                self._sharded = sharded_pubsub(_server_info(self._sync_cluster))
             if self._sharded:
                 call = sharded(call)
             if call.replicas:
@@ -120,7 +118,7 @@ class RedisBackend:
             if self._async_cluster:
                 await _initialize_cluster(client, init_lock)
                 if self._sharded is None:
-                    self._sharded = sharded_pubsub(await client.info('server', target_nodes=client.get_default_node()))
+                    self._sharded = sharded_pubsub(await _aserver_info(client))
             if self._sharded:
                 call = sharded(call)
             if call.replicas:
@@ -134,6 +132,22 @@ class RedisBackend:
             # (seen with 8.1); honour it here, so a cancelled acquire gives its slot back.
             raise asyncio.CancelledError
         return reply
+
+
+def _server_info(cluster: Any) -> object:
+    """One node's INFO server; None if an ACL refuses INFO (plain pub/sub works on any version)."""
+    try:
+        return cluster.info('server', target_nodes=cluster.get_default_node())
+    except rex.ResponseError:
+        return None
+
+
+async def _aserver_info(cluster: Any) -> object:
+    """`_server_info` on an asyncio cluster client."""
+    try:
+        return await cluster.info('server', target_nodes=cluster.get_default_node())
+    except rex.ResponseError:
+        return None
 
 
 async def _initialize_cluster(client: AsyncRedisCluster, lock: asyncio.Lock) -> None:
