@@ -1,5 +1,6 @@
--- _lib.lua: what every script shares. scripts.py puts this text in front of each script
--- when it loads it, so the clock, the batch size and the key-TTL rule exist once.
+-- _lib.lua: what every script shares. scripts.py puts the parts of it a script uses in
+-- front of the script when it loads it, so the clock, the batch size and the key-TTL rule
+-- exist once. One definition per blank-line-separated part, none of them spanning a blank line.
 --
 -- Numbers: Lua numbers are doubles and `..` prints them with %.14g, so every number a
 -- script builds stays an exact integer below 1e14 (ops.py bounds max_size, lifetimes and
@@ -64,7 +65,7 @@ local function live_after_drop(slots, now)
 end
 
 -- PEXPIREAT's GT option (Redis >= 7; 6.2 and Lua engines without the version take PTTL first).
-local HAS_GT = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
+local HAS_GT = (redis.REDIS_VERSION_NUM or 0) >= 0x070000
 
 -- The key-TTL rule when a slot of expiry `score` (ms or 'inf') is added to a set that held
 -- `live` live slots: the key's life only rises to cover it. With no live slot before, no

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import get_args
 
 import pytest
 import redis
 
-from py_cachify.ops import Call, acquire_call, pool_keys, release_call
+from py_cachify.ops import Call, ScriptName, acquire_call, pool_keys, release_call
 from py_cachify.scripts import source
 from tests.redis_server import RedisServer
 
@@ -103,3 +104,14 @@ def test_a_release_publishes_only_while_someone_waits(own_client: redis.Redis) -
         assert messages_until_sentinel(own_client, pubsub, keys.channel) == []
     finally:
         pubsub.close()
+
+
+def test_each_script_carries_only_the_library_parts_it_uses(own_client: redis.Redis) -> None:
+    # An unused helper still costs Redis a closure on every call of the script.
+    for name in get_args(ScriptName):
+        own_client.script_load(source(name))  # it compiles
+    assert 'local function publish' not in source('acquire')
+    assert 'local function cover' not in source('release')
+    assert 'local function clock' not in source('leave')
+    assert 'local function publish' in source('release')
+    assert 'local function live_after_drop' in source('acquire')
