@@ -287,7 +287,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO))
     from benchmarks.baseline import BASELINE
     from benchmarks.run import check_identity, ours_side
-    from tests.redis_server import RedisServer
+    from benchmarks.servers import RedisServer
 
     sides = [ours_side()]
     if not args.no_baseline:
