@@ -16,7 +16,6 @@ import importlib.metadata
 import json
 import math
 import multiprocessing
-import os
 import queue
 import random
 import sys
@@ -756,10 +755,12 @@ def fill_via_api(p: pool, n: int) -> None:
 
 
 def fill_via_zadd(client: redis.Redis, cfg: Config, name: str, n: int, score: float) -> None:
-    """Ours only: write `n` slots as acquire.lua would (16-hex ids, expiry ms as score), fast."""
+    """Ours only: write `n` slots as acquire.lua would (ids from new_slot_id, expiry ms as score), fast."""
+    from py_cachify.ops import new_slot_id  # ours only: 3.1.0 has no ops module
+
     rkey = storage_keys(cfg, name)[0]
     for start in range(0, n, 10_000):
-        client.zadd(rkey, {os.urandom(8).hex(): score for _ in range(min(10_000, n - start))})
+        client.zadd(rkey, {new_slot_id(): score for _ in range(min(10_000, n - start))})
 
 
 def time_acquires(p: pool, samples: int) -> list[int]:

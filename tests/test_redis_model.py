@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import random
 import time
 from collections.abc import Iterator
@@ -43,9 +44,9 @@ def test_a_pool_is_one_sorted_set_of_slot_ids_to_expiry_ms(cachify: Cachify, red
         assert redis_client.keys('*model-jobs*') == [key.encode()]
         assert redis_client.type(key) == b'zset'
         [(slot, expiry)] = redis_client.zrange(key, 0, -1, withscores=True)
-        # A short random hex id and a number: no pickle, nothing else.
-        assert len(slot) == 16
-        int(slot, 16)
+        # A short random id (72 bits, URL-safe base64) and a number: no pickle, nothing else.
+        assert len(slot) == 12
+        assert len(base64.urlsafe_b64decode(slot)) == 9
         assert before + 30_000 <= expiry <= server_ms(redis_client) + 30_000
         assert 29_000 < redis_client.pttl(key) <= 30_000
     assert redis_client.exists(key) == 0
