@@ -283,7 +283,7 @@ async def test_holders_and_free_slots(cachify: Cachify) -> None:
         seen = timed.holders()
         assert seen.keys() == (await timed.aholders()).keys()
         (slot_a, left_a), (slot_b, left_b) = seen.items()
-        assert len(slot_a) == len(slot_b) == 16
+        assert len(slot_a) == len(slot_b) == 12  # new_slot_id(): 72 bits in URL-safe base64
         assert left_a is not None
         assert 9 < left_a <= 10
         assert left_b is None
