@@ -8,7 +8,7 @@ free loopback port, runs every scenario in a fresh process of each side's interp
 this checkout's src/; the baseline: the py-cachify 3.1.0 virtualenv of benchmarks/baseline.py),
 rounds interleaved A B A B, and reports medians. The same file is the scenario script
 (`--scenario`), so both sides run exactly the same code; requests are counted on the wire
-with scenarios.py's `WireCounter`.
+with harness.py's `WireCounter` (the pool scenarios' counter).
 
 Scenarios:
   lock       enter+exit pairs of an uncontended `lock` (sync and async): pairs/s, requests per pair
@@ -231,7 +231,7 @@ def _wait_for(lock: Any, key: str, waiting: threading.Event, entered: list[int])
 
 def run_scenario(name: str, url: str, quick: bool) -> None:
     sys.path.insert(0, str(BENCH))
-    from scenarios import WireCounter, identity  # the pool benchmarks' counter and self-check
+    from harness import WireCounter, identity  # the pool benchmarks' counter and self-check
 
     counter = WireCounter()
     counter.install()

@@ -6,6 +6,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from benchmarks.registry import SCENARIOS
+
 __all__ = ['ROWS', 'Row', 'SideRuns', 'render_markdown', 'table']
 
 Better = Literal['higher', 'lower']
@@ -231,6 +233,10 @@ def _waiting_rows() -> list[Row]:
 
 
 ROWS = _rows()
+# A row names its scenario as the registry does; a renamed or dropped scenario fails here, at import.
+_UNKNOWN = {row.scenario for row in ROWS} - set(SCENARIOS)
+if _UNKNOWN:
+    raise ImportError(f'report rows name scenarios the registry does not have: {sorted(_UNKNOWN)}')
 
 
 def ratio(ours: float | None, baseline: float | None, better: Better | None) -> float | None:

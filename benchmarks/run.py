@@ -35,13 +35,14 @@ if str(REPO) not in sys.path:
 import redis  # noqa: E402
 
 from benchmarks.baseline import BASELINE, VENV, BaselineUnavailable, ensure_baseline  # noqa: E402
+from benchmarks.registry import SCENARIOS as REGISTRY  # noqa: E402
 from benchmarks.report import SideRuns, render_markdown, table  # noqa: E402
 from benchmarks.servers import ServerUnavailable, find_binary, own_server  # noqa: E402
 
 __all__ = ['SCENARIOS', 'main']
 
 SCENARIO_SCRIPT = REPO / 'benchmarks' / 'scenarios.py'
-SCENARIOS = ('sequential', 'floor', 'requests', 'contention', 'processes', 'scale', 'size', 'embedded', 'waiting')
+SCENARIOS = tuple(REGISTRY)  # in run order
 SCENARIO_TIMEOUT_S = 300  # the slowest full scenario takes about 15 s
 
 
