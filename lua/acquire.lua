@@ -2,7 +2,8 @@
 -- join the pool's first-come-first-served queue to wait for one. Loaded after _lib.lua.
 --
 -- KEYS[1]  slots: sorted set, member = slot id, score = expiry in ms since the epoch
---          ('inf' for a slot that never expires); the key lives as long as its latest slot
+--          ('inf' for a slot that never expires); the key lives at least as long as its
+--          latest slot (see the key-TTL rule in _lib.lua)
 -- KEYS[2]  queue: sorted set, member = waiting slot id, score = arrival (µs, Redis clock)
 -- KEYS[3]  leases: sorted set, member = waiting slot id, score = when its waiter counts as
 --          gone (ms) unless it calls again. Every waiter is here, queued or not, so release

@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  slots (see acquire.lua)
 -- KEYS[2]  queue (see acquire.lua)
--- KEYS[3]  queue leases (see acquire.lua)
+-- KEYS[3]  leases: every waiter's, queued or not (see acquire.lua)
 -- ARGV[1]  the caller's slot id
 -- ARGV[2]  max_size (see acquire.lua)
 -- ARGV[3]  the pool's wake-up channel
