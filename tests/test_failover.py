@@ -7,6 +7,10 @@ error a worker sees must be a `CachifyBackendError` (never a raw redis-py error,
 "full": the pool waits without a timeout). After the failover the same pool objects work
 again, and waiters are woken by pub/sub again. The figures (recovery time, wake-up
 latency) are printed; run with `-s` to see them.
+
+Also here: sharded pub/sub on a Redis >= 7 Cluster (SPUBLISH / SSUBSCRIBE, one listener
+connection per node), and the durability option (`replicas=N`: EVALSHA + WAIT) against a
+replica that is really frozen (SIGSTOP).
 """
 
 from __future__ import annotations
