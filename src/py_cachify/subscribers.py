@@ -448,7 +448,8 @@ class _LoopSubscriber:
                         await link.aclose()
                         link = None
                     if plan.connect:
-                        # A cluster client initializes on this loop's own client (backends.loops).
+                        # This loop's own client (backends.loops): a cluster initializes on it,
+                        # a Sentinel pool asks its own sentinels.
                         client = self._client if self._loop_client is None else await self._loop_client()
                         link = await _AsyncLink.open(client, plan.refresh, self._sharded())
                         machine.connected()

@@ -15,8 +15,9 @@ A client we cannot clone goes from RETIRED to HOME again in the next loop that u
 A loop's shutdown is seen through an async generator started in it: `asyncio.run()` (and
 any runner calling `loop.shutdown_asyncgens()`) closes it inside the loop, before closing
 the loop, so the clone is closed where its connections live. A cluster client's clone starts
-from the nodes the configured one knows; clients that cannot be cloned (Sentinel's) are used
-as configured in every loop.
+from the nodes the configured one knows; a Sentinel client's clone asks sentinels of its own.
+A client of a kind we cannot clone (a pool class of the application's) is used as configured
+by one loop after another.
 """
 
 from __future__ import annotations
@@ -37,13 +38,18 @@ import redis.asyncio
 from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 __all__ = ['LoopClients']
 
 log = logging.getLogger('py_cachify')
 
 # Pools whose constructor we know: a clone of anything else could miss a setting that matters.
-_CLONABLE: tuple[type, ...] = (redis.asyncio.ConnectionPool, redis.asyncio.BlockingConnectionPool)
+_CLONABLE: tuple[type, ...] = (
+    redis.asyncio.ConnectionPool,
+    redis.asyncio.BlockingConnectionPool,
+    SentinelConnectionPool,
+)
 
 
 class Home(enum.Enum):
@@ -58,6 +64,7 @@ class _LoopClient:
 
     client: Any
     owned: bool  # a clone of ours (closed at shutdown), or the configured client (only disconnected)
+    sentinels: list[Any] = field(default_factory=list)  # a Sentinel clone's own sentinel clients
     init_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # asyncio locks belong to one loop
     watcher: AsyncGenerator[None, None] | None = None
 
@@ -114,7 +121,8 @@ class LoopClients:
             # Shared with a loop still running: redis-py may refuse it here (CachifyBackendError).
             entry = _LoopClient(self._configured, owned=False)
         else:
-            entry = _LoopClient(_clone(self._configured), owned=True)
+            clone, sentinels = _clone(self._configured)
+            entry = _LoopClient(clone, owned=True, sentinels=sentinels)
         self._loops[loop] = entry
         return entry, abandoned
 
@@ -163,16 +171,47 @@ class LoopClients:
         self._home = Home.RETIRED if self._clonable else Home.UNUSED
 
 
-def _clone(client: Any) -> Any:
-    """A client with `client`'s connection settings and a connection pool of its own."""
+def _clone(client: Any) -> tuple[Any, list[Any]]:
+    """A client with `client`'s connection settings and a connection pool of its own, and
+    the sentinel clients it asks for its master (to close with it)."""
     if isinstance(client, AsyncRedisCluster):
-        return _clone_cluster(client)
+        return _clone_cluster(client), []
     source = client.connection_pool
+    if isinstance(source, SentinelConnectionPool):
+        return _clone_sentinel(source)
     kwargs = {k: v for k, v in source.connection_kwargs.items() if k != 'maint_notifications_pool_handler'}
     if isinstance(source, redis.asyncio.BlockingConnectionPool):
         kwargs['timeout'] = source.timeout
     pool = type(source)(connection_class=source.connection_class, max_connections=source.max_connections, **kwargs)
-    return redis.asyncio.Redis(connection_pool=pool)
+    return redis.asyncio.Redis(connection_pool=pool), []
+
+
+def _clone_sentinel(source: Any) -> tuple[Any, list[Any]]:
+    """A client of the same service through sentinels of its own (theirs are bound to a loop too)."""
+    manager = source.sentinel_manager
+    addresses = [
+        (s.connection_pool.connection_kwargs['host'], s.connection_pool.connection_kwargs['port'])
+        for s in manager.sentinels
+    ]
+    untyped: Any = Sentinel  # redis-py's asyncio Sentinel is untyped
+    sentinel: Any = untyped(
+        addresses,
+        min_other_sentinels=manager.min_other_sentinels,
+        sentinel_kwargs=manager.sentinel_kwargs,
+        force_master_ip=getattr(manager, '_force_master_ip', None),
+        **manager.connection_kwargs,
+    )
+    skip = ('connection_pool', 'maint_notifications_pool_handler')
+    kwargs = {k: v for k, v in source.connection_kwargs.items() if k not in skip}
+    make = sentinel.master_for if source.is_master else sentinel.slave_for
+    clone = make(
+        source.service_name,
+        connection_pool_class=type(source),
+        check_connection=source.check_connection,
+        max_connections=source.max_connections,
+        **kwargs,
+    )
+    return clone, list(sentinel.sentinels)
 
 
 # What a cluster client keeps of its constructor's arguments, outside its connection settings.
@@ -224,20 +263,25 @@ async def _aclose(watcher: AsyncGenerator[None, None]) -> None:
 
 
 async def _shut(entry: _LoopClient, disconnect_configured: bool) -> None:
-    try:
-        if isinstance(entry.client, AsyncRedisCluster):
-            # A cluster client's aclose() closes its nodes' connections and leaves it usable
-            # (it initializes again when used): fine for the configured client too.
-            if entry.owned or disconnect_configured:
-                await entry.client.aclose()
-        elif entry.owned:
-            await entry.client.aclose(close_connection_pool=True)
-        elif disconnect_configured:
-            # The configured client stays the caller's; only its connections of this loop go
-            # (one we cannot clone then serves the next loop with new connections).
-            await entry.client.connection_pool.disconnect()
-    except Exception:  # a connection already broken has nothing left to close
-        log.debug('py_cachify: closing a loop client failed', exc_info=True)
+    client = entry.client
+    if isinstance(client, AsyncRedisCluster):
+        # A cluster client's aclose() closes its nodes' connections and leaves it usable
+        # (it initializes again when used): fine for the configured client too.
+        closing = [client.aclose()] if entry.owned or disconnect_configured else []
+    elif entry.owned:
+        closing = [client.aclose(close_connection_pool=True), *(s.aclose() for s in entry.sentinels)]
+    elif disconnect_configured:
+        # The configured client stays the caller's; only its connections of this loop go
+        # (one we cannot clone then serves the next loop with new connections).
+        pool = client.connection_pool
+        sentinels = getattr(getattr(pool, 'sentinel_manager', None), 'sentinels', ())
+        closing = [pool.disconnect(), *(s.connection_pool.disconnect() for s in sentinels)]
+    else:
+        closing = []
+    # Each on its own: one broken connection must not keep the others open.
+    for outcome in await asyncio.gather(*closing, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            log.debug('py_cachify: closing a loop client failed', exc_info=outcome)
 
 
 _live: weakref.WeakSet[LoopClients] = weakref.WeakSet()

@@ -50,13 +50,12 @@ class RedisBackend:
         self._subscriber: ThreadSubscriber | TaskSubscriber = (
             ThreadSubscriber(sync_client, self.wakeups, self.sharded)
             if sync_client
-            else TaskSubscriber(
-                async_client, self.wakeups, self.sharded, self._loop_client if self._async_cluster else None
-            )
+            else TaskSubscriber(async_client, self.wakeups, self.sharded, self._loop_client)
         )
 
     async def _loop_client(self) -> Any:
-        """The running loop's asyncio client (a cluster subscriber initializes on it)."""
+        """The running loop's asyncio client: a subscriber takes its connection settings (and a Sentinel
+        pool's sentinels, a cluster's nodes) from it, not from a client bound to another loop."""
         assert self.loop_clients is not None
         client, _ = await self.loop_clients.client()
         return client
