@@ -29,8 +29,11 @@ def test_wheel_ships_every_lua_script_and_py_typed(tmp_path: Path) -> None:
 
 def test_the_package_reads_every_script() -> None:
     from py_cachify.ops import ScriptName
-    from py_cachify.scripts import source
+    from py_cachify.scripts import library_for, source
 
     library = (ROOT / 'lua' / '_lib.lua').read_text()
     for name in ScriptName.__args__:  # type: ignore[attr-defined]
-        assert source(name) == library + '\n' + (ROOT / 'lua' / f'{name}.lua').read_text()
+        body = (ROOT / 'lua' / f'{name}.lua').read_text()
+        # The parts of the library the script uses, in the library's order, then the script.
+        assert source(name) == library_for(body) + '\n' + body
+        assert all(part in library for part in library_for(body).split('\n\n'))
