@@ -101,7 +101,7 @@ async def test_tasks_never_exceed_max_size(cachify: Cachify) -> None:
 
 
 def _process_worker(
-    url: str, prefix: str, now: Any, peak: Any, entered: Any, lock: Any, stop_at: float, wait: bool = False
+    url: str, prefix: str, now: Any, peak: Any, entered: Any, lock: Any, stop_at: float, wait: bool, start: Any
 ) -> None:
     cachify = init_cachify(redis.Redis.from_url(url), prefix=prefix, is_global=False)
     # Waiters must be woken by other processes' releases, not by the safety-net poll.
@@ -118,8 +118,8 @@ def _process_worker(
             now.value -= 1
 
     if wait:
-        # Start together (spawning is slow and staggered), then all 40 calls contend.
-        time.sleep(max(0.0, stop_at - 2.0 - time.time()))
+        # Start together (spawning is slow and staggered on a loaded machine), then all 40 calls contend.
+        start.wait(TIMEOUT)
         for _ in range(10):
             hold()
         return
@@ -134,10 +134,10 @@ def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Red
     ctx = multiprocessing.get_context('spawn')
     lock = ctx.Lock()
     now, peak, entered = ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False)
-    # Waiting workers start their calls together, 2 s in; the others stop once they saw enough.
-    stop_at = time.time() + (4.0 if wait else TIMEOUT)
+    # Waiting workers start their calls together; the others stop once they saw enough.
+    start, stop_at = ctx.Barrier(4), time.time() + TIMEOUT
     procs = [
-        ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at, wait))
+        ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at, wait, start))
         for _ in range(4)
     ]
     try:
