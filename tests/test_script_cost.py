@@ -51,13 +51,15 @@ def commands_inside(client: redis.Redis, call: Call) -> tuple[object, int]:
 def test_the_common_acquire_and_release_run_few_commands(own_client: redis.Redis, live: int) -> None:
     # Nothing expired and nobody waiting: TIME, ZCOUNT, ZCARD, ZCARD, ZADD, PEXPIREAT for an
     # acquire and TIME, ZSCORE, ZREM, ZCARD for a release. It was 9 to 10 and 9, with a
-    # PUBLISH on every release whether anyone waited or not.
+    # PUBLISH on every release whether anyone waited or not. Redis 6.2 has no PEXPIREAT GT,
+    # so there the acquire reads the PTTL first: one command more.
+    before_gt = int(str(own_client.info('server')['redis_version']).split('.')[0]) < 7
     for i in range(live):
         run(own_client, acquire_call('cost-', 'pool', f'other-{i}', live + 10, 60_000))
     for slot in 'abc':
         reply, inside = commands_inside(own_client, acquire_call('cost-', 'pool', slot, live + 10, 60_000))
         assert reply == [1, live + 1 + 'abc'.index(slot), -1]
-        assert inside <= 6
+        assert inside <= (7 if before_gt else 6)
     for slot in 'abc':
         reply, inside = commands_inside(own_client, release_call('cost-', 'pool', slot, live + 10))
         assert reply == 1
