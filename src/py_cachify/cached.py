@@ -10,7 +10,6 @@ the waiters, one of which computes next.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import pickle
@@ -19,13 +18,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from functools import partial
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from . import steps
 from .backends import Backend
 from .cacheops import (
-    LISTEN,
     Compute,
     Hit,
-    Step,
-    Wait,
     abandon_call,
     cache_channel,
     delete_call,
@@ -41,6 +38,7 @@ from .lease import survive_cancellation
 from .notify import Wakeups
 from .ops import UNSET, Call, UnsetType, validate_timeout
 from .settings import Settings, current
+from .steps import Step
 
 if TYPE_CHECKING:
     from typing import Concatenate
@@ -180,65 +178,14 @@ def _fetch(
     settings: Settings, value_key: str, flow: Generator[Step, object, Hit | Compute], token: str
 ) -> Hit | Compute:
     backend, channel = settings.backend, cache_channel(value_key)
-    woken: threading.Event | None = None
-    try:
-        step = next(flow)
-        while True:
-            if step is LISTEN:
-                woken = threading.Event()
-                _herd.add(backend.wakeups, channel, token, woken.set)
-                backend.listen(channel)
-                reply = None
-            elif isinstance(step, Wait):
-                assert woken is not None
-                woken.wait(step.seconds)
-                woken.clear()
-                reply = None
-            else:
-                assert isinstance(step, Call)
-                reply = backend.run(step)
-            step = flow.send(reply)
-    except StopIteration as done:
-        return cast(Hit | Compute, done.value)
-    finally:
-        if woken is not None:
-            _herd.discard(backend.wakeups, channel, token)
+    return steps.run(flow, backend, channel, *_herd.wake_ups(backend.wakeups, channel, token))
 
 
 async def _afetch(
     settings: Settings, value_key: str, flow: Generator[Step, object, Hit | Compute], token: str
 ) -> Hit | Compute:
     backend, channel = settings.backend, cache_channel(value_key)
-    woken: asyncio.Event | None = None
-    try:
-        step = next(flow)
-        while True:
-            if step is LISTEN:
-                woken = asyncio.Event()
-                _herd.add(
-                    backend.wakeups, channel, token, partial(asyncio.get_running_loop().call_soon_threadsafe, woken.set)
-                )
-                backend.listen(channel)
-                reply = None
-            elif isinstance(step, Wait):
-                assert woken is not None
-                # Not wait_for() (see pool.aacquire): the timer only sets the event.
-                timer = asyncio.get_running_loop().call_later(step.seconds, woken.set)
-                try:
-                    await woken.wait()
-                finally:
-                    timer.cancel()
-                woken.clear()
-                reply = None
-            else:
-                assert isinstance(step, Call)
-                reply = await backend.arun(step)
-            step = flow.send(reply)
-    except StopIteration as done:
-        return cast(Hit | Compute, done.value)
-    finally:
-        if woken is not None:
-            _herd.discard(backend.wakeups, channel, token)
+    return await steps.arun(flow, backend, channel, *_herd.wake_ups(backend.wakeups, channel, token))
 
 
 class _Herd:
@@ -260,6 +207,10 @@ class _Herd:
             if not waiters:
                 wakeups.add(channel, self._ENTRY, partial(self._wake_all, wakeups, channel))
             waiters[token] = wake
+
+    def wake_ups(self, wakeups: Wakeups, channel: str, token: str) -> tuple[steps.Register, Callable[[], None]]:
+        """How a waiter for the value registers its wake-up, and forgets it."""
+        return partial(self.add, wakeups, channel, token), partial(self.discard, wakeups, channel, token)
 
     def discard(self, wakeups: Wakeups, channel: str, token: str) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ from typing import Final
 
 from .errors import CachifyBackendError
 from .ops import Call, pool_keys
+from .steps import LISTEN, Step, Wait
 
 __all__ = [
     'CLAIMED',
@@ -116,13 +117,6 @@ def delete_call(value_key: str) -> Call:
 
 
 @dataclass(frozen=True)
-class Wait:
-    """Wait up to `seconds` for a wake-up on the value's channel, then look again."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
 class Hit:
     """The value was there (still encoded)."""
 
@@ -134,10 +128,6 @@ class Compute:
     """Compute the value; `claimed` says whether this caller holds the fill claim."""
 
     claimed: bool
-
-
-LISTEN: Final = object()  # the flow asks to be woken when the value is stored from now on
-Step = Call | Wait | object
 
 
 def fetch_flow(value_key: str, token: str, wait: float, poll: float) -> Generator[Step, object, Hit | Compute]:

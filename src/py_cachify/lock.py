@@ -20,8 +20,9 @@ from .decorators import _KeyTemplate, is_async
 from .errors import CachifyLockError, CachifyPoolFullError
 from .lease import Lease
 from .ops import UNSET, Call, SlotExp, UnsetType, flag, validate_slot_exp, validate_timeout
-from .pool import _Step, _Wait, pool
+from .pool import pool
 from .settings import Settings, current
+from .steps import Step, Wait
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -41,13 +42,13 @@ class _LockPool(pool):
     def _lifetime(self, settings: Settings) -> SlotExp:
         return settings.default_lock_exp if isinstance(self._slot_exp, UnsetType) else self._slot_exp
 
-    def _acquire_flow(self, settings: Settings, slot: str) -> Generator[_Step, object, None]:
+    def _acquire_flow(self, settings: Settings, slot: str) -> Generator[Step, object, None]:
         flow = super()._acquire_flow(settings, slot)
         poll = settings.lock_poll_interval
         step = next(flow)
         while True:
-            if isinstance(step, _Wait) and step.seconds > poll:
-                step = _Wait(poll)
+            if isinstance(step, Wait) and step.seconds > poll:
+                step = Wait(poll)
             reply = yield step
             try:
                 step = flow.send(reply)

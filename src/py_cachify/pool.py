@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, overload
 
 from . import lease as leases
-from . import renewal
+from . import renewal, steps
 from .errors import CachifyBackendError, CachifyPoolFullError
 from .lease import Lease, survive_cancellation
 from .ops import (
@@ -43,6 +40,7 @@ from .ops import (
     validate_timeout,
 )
 from .settings import Settings, current
+from .steps import LISTEN, Step, Wait
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -71,17 +69,9 @@ class PoolOptions(TypedDict, total=False):
 # -- the acquire rules as steps, free of I/O ----------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Wait:
-    seconds: float
-
-
 # After an outage, give back an acquire that failed in transit once more this long after the
 # first give-back was answered: a frozen server that wakes may run the old acquire late.
 _RECHECK = 1.0
-
-_LISTEN = object()  # the flow asks to be woken by releases from now on
-_Step = Call | _Wait | object
 
 
 class pool:
@@ -173,27 +163,8 @@ class pool:
         settings = self._settings or current()
         backend, slot = settings.backend, new_slot_id()
         channel = pool_keys(settings.prefix + self._key).channel
-        woken: threading.Event | None = None  # made only if the pool is full: most takes never wait
-        flow = self._acquire_flow(settings, slot)
         try:
-            step = next(flow)
-            while True:
-                if step is _LISTEN:
-                    woken = threading.Event()
-                    backend.wakeups.add(channel, slot, woken.set)
-                    backend.listen(channel)
-                    reply = None
-                elif isinstance(step, _Wait):
-                    assert woken is not None
-                    woken.wait(step.seconds)
-                    woken.clear()  # before the next try: a release after it sets it again
-                    reply = None
-                else:
-                    assert isinstance(step, Call)
-                    reply = backend.run(step)
-                step = flow.send(reply)
-        except StopIteration:
-            return self._held(settings, slot, renewal.ThreadRenewer)
+            steps.run(self._acquire_flow(settings, slot), backend, channel, *self._wake_ups(backend, channel, slot))
         except CachifyPoolFullError:
             raise
         except BaseException as exc:
@@ -207,43 +178,16 @@ class pool:
                 except CachifyBackendError as failed:
                     exc = failed
             raise
-        finally:
-            if woken is not None:
-                backend.wakeups.discard(channel, slot)
+        return self._held(settings, slot, renewal.ThreadRenewer)
 
     async def aacquire(self) -> Lease:
         """`acquire` for asyncio. A cancelled acquire gives back what it may have taken."""
         settings = self._settings or current()
         backend, slot = settings.backend, new_slot_id()
         channel = pool_keys(settings.prefix + self._key).channel
-        woken: asyncio.Event | None = None
-        flow = self._acquire_flow(settings, slot)
         try:
-            step = next(flow)
-            while True:
-                if step is _LISTEN:
-                    woken = asyncio.Event()
-                    wake = partial(asyncio.get_running_loop().call_soon_threadsafe, woken.set)
-                    backend.wakeups.add(channel, slot, wake)
-                    backend.listen(channel)
-                    reply = None
-                elif isinstance(step, _Wait):
-                    assert woken is not None
-                    # Not wait_for(): before 3.12 it swallows a cancellation that lands as the
-                    # event is set. The timer just sets the event; the next try sorts it out.
-                    timer = asyncio.get_running_loop().call_later(step.seconds, woken.set)
-                    try:
-                        await woken.wait()
-                    finally:
-                        timer.cancel()
-                    woken.clear()
-                    reply = None
-                else:
-                    assert isinstance(step, Call)
-                    reply = await backend.arun(step)
-                step = flow.send(reply)
-        except StopIteration:
-            return self._held(settings, slot, renewal.TaskRenewer)
+            flow = self._acquire_flow(settings, slot)
+            await steps.arun(flow, backend, channel, *self._wake_ups(backend, channel, slot))
         except CachifyPoolFullError:
             raise
         except BaseException as exc:
@@ -251,9 +195,12 @@ class pool:
             # (and leave the queue) now, whatever further cancellations arrive meanwhile.
             await survive_cancellation(self._agive_back(exc, settings, slot))
             raise
-        finally:
-            if woken is not None:
-                backend.wakeups.discard(channel, slot)
+        return self._held(settings, slot, renewal.TaskRenewer)
+
+    @staticmethod
+    def _wake_ups(backend: Backend, channel: str, slot: str) -> tuple[steps.Register, Callable[[], None]]:
+        """How a waiter for `slot` registers its wake-up, and forgets it."""
+        return partial(backend.wakeups.add, channel, slot), partial(backend.wakeups.discard, channel, slot)
 
     async def _agive_back(self, exc: BaseException, settings: Settings, slot: str) -> None:
         calls = self._give_back_calls(settings, slot)
@@ -266,7 +213,7 @@ class pool:
             except CachifyBackendError as failed:
                 exc = failed
 
-    def _acquire_flow(self, settings: Settings, slot: str) -> Generator[_Step, object, None]:
+    def _acquire_flow(self, settings: Settings, slot: str) -> Generator[Step, object, None]:
         """The acquire rules, free of I/O: yields calls to run and waits; returns on success."""
         queue = self._fair and not self._nowait
         ttl = ttl_ms(self._lifetime(settings))
@@ -281,7 +228,7 @@ class pool:
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         # Listen before the next try: a release between that try and the wait still wakes us,
         # and so does the subscription's confirmation (every waiter of the channel retries).
-        yield _LISTEN
+        yield LISTEN
         while True:
             result = attempt((yield call), call)
             if result.acquired:
@@ -294,7 +241,7 @@ class pool:
             # Woken by a release; else by the nearest expiry (expiry sends no message); the
             # fallback poll guards against a lost message and keeps a fair waiter's place.
             expiry = None if result.next_expiry is None else result.next_expiry + 0.001
-            yield _Wait(min(x for x in (left, expiry, FALLBACK_POLL) if x is not None))
+            yield Wait(min(x for x in (left, expiry, FALLBACK_POLL) if x is not None))
 
     def _give_back_calls(self, settings: Settings, slot: str) -> list[Call]:
         """What gives back a slot whose acquire may or may not have landed."""
