@@ -502,8 +502,11 @@ class _LoopSubscriber:
 async def _cancel(task: asyncio.Task[Any] | asyncio.Future[Any] | None) -> None:
     """Cancel a helper task and wait until it is done (its outcome is not wanted)."""
     if task is not None and not task.done():
-        task.cancel()
-        await asyncio.wait({task})
+        # redis-py's asyncio client can swallow a cancellation that lands mid-read (seen with
+        # 8.1) and go on reading with no timeout: cancel again until the task is done.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
     elif task is not None and not task.cancelled():
         task.exception()  # mark it retrieved
 
