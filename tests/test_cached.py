@@ -17,7 +17,7 @@ import redis
 from py_cachify import Cachify, CachifyBackendError, cached, init_cachify
 
 from .conftest import Api
-from .waiting import TIMEOUT, await_until
+from .waiting import TIMEOUT, await_until, run_to_end
 
 
 class DictClient:
@@ -357,17 +357,7 @@ def test_a_stampede_across_processes_computes_once(redis_url: str, redis_client:
     computed, out = ctx.Value('i', 0, lock=False), ctx.Value('i', 0, lock=False)
     start_at = time.time() + 3.0
     procs = [ctx.Process(target=_stampeder, args=(redis_url, computed, lock, start_at, out)) for _ in range(4)]
-    try:
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join(60)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+    run_to_end(procs, 60)
     assert out.value == 4 * 99
     assert computed.value == 1
     redis_client.delete('stampede-procs-shared-cached')

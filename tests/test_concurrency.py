@@ -15,7 +15,7 @@ import redis.asyncio
 
 from py_cachify import Cachify, CachifyPoolFullError, init_cachify
 
-from .waiting import TIMEOUT
+from .waiting import TIMEOUT, run_to_end
 
 MAX = 3
 
@@ -140,17 +140,7 @@ def test_processes_never_exceed_max_size(redis_url: str, redis_client: redis.Red
         ctx.Process(target=_process_worker, args=(redis_url, 'procs-', now, peak, entered, lock, stop_at, wait, start))
         for _ in range(4)
     ]
-    try:
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join(60)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+    run_to_end(procs, 60)
     assert peak.value == MAX
     # Waiting workers each make exactly 10 calls: every one of them got its turn.
     assert entered.value == 40 if wait else entered.value >= 60

@@ -21,7 +21,7 @@ from py_cachify.cacheops import lock_pool_name
 from py_cachify.ops import pool_keys
 
 from .conftest import Api
-from .waiting import TIMEOUT, await_until
+from .waiting import TIMEOUT, await_until, run_to_end
 
 
 @pytest.fixture
@@ -284,17 +284,7 @@ def test_processes_contending_for_one_lock_never_overlap(redis_url: str, redis_c
     ctx = multiprocessing.get_context('spawn')
     start_at = time.time() + 3.0  # spawning is slow and staggered: start together
     procs = [ctx.Process(target=_contender, args=(redis_url, 'contend-', 25, start_at)) for _ in range(4)]
-    try:
-        for proc in procs:
-            proc.start()
-        for proc in procs:
-            proc.join(90)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+    run_to_end(procs, 90)
     assert int(redis_client.get('counted') or 0) == 100
     assert redis_client.exists(pool_keys('contend-' + lock_pool_name('counter')).slots) == 0
     redis_client.delete('counted')

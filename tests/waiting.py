@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from multiprocessing.process import BaseProcess
 
-__all__ = ['TIMEOUT', 'await_until', 'wait_until']
+__all__ = ['TIMEOUT', 'await_until', 'run_to_end', 'wait_until']
 
 TIMEOUT = 30.0  # generous: on two loaded cores a wake-up can take seconds
 
@@ -34,3 +35,18 @@ async def await_until(
         if time.monotonic() > deadline:
             raise AssertionError(f'not true after {timeout} s: {what or predicate}')
         await asyncio.sleep(0.01)
+
+
+def run_to_end(processes: Sequence[BaseProcess], timeout: float = 60.0) -> None:
+    """Start `processes`, wait for each to exit 0; kill whatever still runs, even on failure."""
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join(timeout)
+            assert process.exitcode == 0, f'{process.name} ended with {process.exitcode}'
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
