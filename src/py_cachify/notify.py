@@ -1,9 +1,11 @@
 """Wake-ups for waiters: which local waiter a release message (or a new subscription) wakes.
 
-A release publishes, atomically with it, the id of the queued waiter the freed slot is
-owed to, or '' when any waiter may take it. One subscriber connection per backend (see
-`subscribers`) receives them for all the waiters of the process, so hundreds of waiting
-tasks cost one connection, not hundreds.
+A release publishes, atomically with it, the id of the one waiter it wakes in the whole
+fleet (the queued waiter the freed slot is owed to, else one waiter out of the queue), or ''
+when any waiter may take it. One subscriber connection per backend (see `subscribers`)
+receives them for all the waiters of the process, so hundreds of waiting tasks cost one
+connection, not hundreds. The subscribers also say here which channels they hear, so a
+waiter knows whether it may rely on a message (and poll seldom) or must poll.
 """
 
 from __future__ import annotations
@@ -27,14 +29,34 @@ IDLE_UNSUBSCRIBE = 30.0
 class Wakeups:
     """Which local waiter each message wakes. Thread-safe; shared by sync and async waiters.
 
-    Every `wake` callback must be safe to call from any thread and must not block.
+    Every `wake` callback must be safe to call from any thread and must not block. With
+    `direct`, messages are handed over by a call in this process (the embedded store), never
+    lost: every channel counts as heard.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, direct: bool = False) -> None:
+        self._direct = direct
         self._lock = threading.Lock()
         self._waiters: dict[str, dict[str, Callable[[], object]]] = {}
         self._last_used: dict[str, float] = {}
+        # Channel -> how many subscriptions deliver its messages now (one per event loop's
+        # subscriber at most): kept by `subscription.Subscriptions`.
+        self._heard: dict[str, int] = {}
         _live.add(self)
+
+    def heard(self, channel: str) -> bool:
+        """Whether messages on `channel` reach this process now: a subscription to it is confirmed, not failed since."""
+        with self._lock:
+            return self._direct or channel in self._heard
+
+    def hear(self, channel: str, on: bool) -> None:
+        """A subscription to `channel` started (`on`) or stopped delivering its messages."""
+        with self._lock:
+            count = self._heard.get(channel, 0) + (1 if on else -1)
+            if count > 0:
+                self._heard[channel] = count
+            else:
+                self._heard.pop(channel, None)
 
     def add(self, channel: str, slot: str, wake: Callable[[], object]) -> None:
         """Register waiter `slot` on `channel`."""
@@ -89,6 +111,7 @@ class Wakeups:
         self._lock = threading.Lock()
         self._waiters = {}
         self._last_used = {}
+        self._heard = {}  # the parent's subscriptions are not the child's
 
 
 def _call(wake: Callable[[], object]) -> None:

@@ -4,7 +4,9 @@ Per channel: REQUESTED (a waiter asked; not sent, or sent on a connection that w
 -> SENT (SUBSCRIBE written) -> SUBSCRIBED (the server confirmed) -> REQUESTED again when
 the connection is lost. A channel nobody waited on for `notify.IDLE_UNSUBSCRIBE` seconds is
 unsubscribed and forgotten. Entering SUBSCRIBED wakes the channel's waiters once, so a
-release published before the subscription took effect is never waited out.
+release published before the subscription took effect is never waited out. Entering and
+leaving SUBSCRIBED is reported to `notify.Wakeups.hear`: a waiter polls seldom only while
+some subscription hears its channel.
 
 Every `CHECK_EVERY` seconds the shell wakes even when nothing happens: to drop idle
 channels, and to PING the connection; a PING still unanswered at the next check means the
@@ -145,6 +147,8 @@ class Subscriptions:
         with self._lock:
             if channel not in self._channels:
                 return  # unsubscribed meanwhile as idle
+            if self._channels[channel] is not State.SUBSCRIBED:
+                self._wakeups.hear(channel, True)
             self._channels[channel] = State.SUBSCRIBED
             self._failures = 0
             recovered, self._outage = self._outage, False
@@ -163,7 +167,8 @@ class Subscriptions:
     def _fail(self, now: float) -> bool:
         """The connection is gone (lock held); True if this starts an outage."""
         self._connected, self._pinged = False, False
-        for channel in self._channels:
+        for channel, state in self._channels.items():
+            self._deaf(channel, state)
             self._channels[channel] = State.REQUESTED
         self._failures += 1
         self._retry_at = now + min(_MAX_RETRY, _FIRST_RETRY * 2 ** (self._failures - 1))
@@ -174,6 +179,8 @@ class Subscriptions:
         """Stop: forget every channel; later requests are ignored."""
         with self._lock:
             self._closed = True
+            for channel, state in self._channels.items():
+                self._deaf(channel, state)
             self._channels.clear()
             self._connected = False
 
@@ -195,6 +202,16 @@ class Subscriptions:
             # it before this check, or will request it again after.
             if channel not in self._channels or self._wakeups.waiting(channel):
                 continue
-            if self._channels.pop(channel) is not State.REQUESTED:
+            state = self._channels.pop(channel)
+            self._deaf(channel, state)
+            if state is not State.REQUESTED:
                 dropped.append(channel)
         return dropped
+
+    def _deaf(self, channel: str, state: State) -> None:
+        """`channel` leaves `state` (lock held): if it was SUBSCRIBED, its messages stop reaching us."""
+        if state is State.SUBSCRIBED:
+            # Its waiters are not woken for this: those waiting now poll as if heard until
+            # their wait ends (HEARD_POLL at most), the next ones poll often; a new
+            # confirmation wakes them all.
+            self._wakeups.hear(channel, False)
