@@ -94,6 +94,17 @@ local function drop_lapsed(queue, leases, now)
   end
 end
 
+-- Name one waiter out of the queue (fair=False) for a freed slot: the live one whose lease
+-- lapses first, i.e. the one that tried least recently. It leaves the leases, so a dead one
+-- is never named twice; a live one that tries in vain takes a new lease, at the back. Lapsed
+-- leases are skipped, not counted: one range by score, O(log n). '' when no lease is live.
+local function name_waiter(leases, now)
+  local named = redis.call('ZRANGEBYSCORE', leases, '(' .. now, '+inf', 'LIMIT', 0, 1)[1]
+  if not named then return '' end
+  redis.call('ZREM', leases, named)
+  return named
+end
+
 -- Announce `message` on a wake-up channel. `sharded` is the script's optional "sharded"
 -- argument: '1' on a Redis >= 7 Cluster, where SPUBLISH reaches only the nodes of the
 -- channel's shard instead of being broadcast to every node; else PUBLISH (Redis 6.2,

@@ -14,7 +14,7 @@
 -- ARGV[3]  slot lifetime in ms, or 0 for a slot that never expires
 -- ARGV[4]  if no slot is free: 1 = queue (or stay queued) for one; 2 = wait without a
 --          place in the queue (leases only); 0 = do not wait
--- ARGV[5]  queue lease in ms
+-- ARGV[5]  lease in ms (ops.py: short for queued waiters, longer for the others)
 --
 -- Queued waiters go first: a caller not in the queue gets a slot only when more slots are
 -- free than waiters are queued, and the waiter at queue position r only when r < free.

@@ -10,9 +10,12 @@
 -- ARGV[4]  optional: '1' to announce with SPUBLISH (see publish() in _lib.lua)
 --
 -- On release of a live slot while anyone waits (holds a lease), it publishes, atomically
--- with it, the id of the queued waiter that the freed slot is for, or '' when no live
--- queued waiter is owed it: any waiter may try. It never names a waiter whose queue lease
--- has run out. With no waiter it publishes nothing.
+-- with it, the id of one waiter: the queued waiter that the freed slot is for; or, when
+-- nobody is queued (every waiter is fair=False), one waiter out of the queue, taken out of
+-- the leases (see name_waiter() in _lib.lua), so that one release wakes one waiter in the
+-- whole fleet, not one in every listening process. It publishes '' (any waiter may try)
+-- when waiters are queued but no live one is owed the slot, or when no lease is live. It
+-- never names a waiter whose lease has run out. With no waiter it publishes nothing.
 --
 -- Reply    1 released
 --          0 the slot was not held: it had expired (it is removed now, and nobody is
@@ -34,8 +37,11 @@ if redis.call('ZCARD', leases) == 0 then return 1 end
 -- Waiters at positions below `free` could already go; the one at free - 1 is owed this slot.
 drop_lapsed(queue, leases, now)
 local free = tonumber(ARGV[2]) - live_count(slots, now)
+local queued = redis.call('ZCARD', queue)
 local owed = ''
-if free >= 1 and free <= redis.call('ZCARD', queue) then
+if queued == 0 then
+  owed = name_waiter(leases, now)
+elseif free >= 1 and free <= queued then
   local waiter = redis.call('ZRANGE', queue, free - 1, free - 1)[1]
   local lapses = redis.call('ZSCORE', leases, waiter)
   -- More than BATCH lapsed waiters may be left in the queue: name only a live one.

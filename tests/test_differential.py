@@ -22,6 +22,7 @@ import random
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,15 +112,21 @@ class Op:
 
 def random_sequence(rng: random.Random, timing: Timing, length: int) -> list[Op]:
     ops: list[Op] = []
+    # Half the sequences crowd one small pool with waiters out of the queue, so releases name
+    # them and leaves pass those names on; the others mix everything over every pool.
+    crowded = rng.random() < 0.5
+    pools = (rng.choice(POOLS[:2]),) if crowded else POOLS[:3]
+    queue_p, wait_p = (0.1, 0.9) if crowded else (0.4, 0.5)
     for _ in range(length):
-        pool = rng.choice(POOLS[:3]) if rng.random() < 0.9 else POOLS[3]
+        pool = rng.choice(pools) if rng.random() < 0.9 else POOLS[3]
         slot = rng.choice(SLOT_IDS)
         kind = rng.choices(
             ['acquire', 'release', 'extend', 'size', 'holders', 'purge', 'leave', 'tick', 'crowd'],
-            weights=[30, 15, 8, 4, 4, 4, 5, 25, 1],
+            weights=[30, 15, 8, 4, 4, 4, 10 if crowded else 5, 10 if crowded else 25, 1],
         )[0]
         if kind in ('acquire', 'extend'):
-            ops.append(Op(kind, pool, slot, rng.choice(timing.lifetimes), rng.random() < 0.4, rng.random() < 0.5))
+            lifetime = rng.choice(timing.lifetimes)
+            ops.append(Op(kind, pool, slot, lifetime, rng.random() < queue_p, rng.random() < wait_p))
         elif kind == 'tick':
             ops.append(Op(kind, pool, number=rng.choice(timing.ticks)))
         elif kind in ('holders', 'purge'):
@@ -291,6 +298,7 @@ def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
     controlled_fakeredis: list[Embedded],
 ) -> None:
     compared = 0
+    named: Counter[str] = Counter()  # ops whose message named a waiter out of the queue
     for seed in range(FAKE_SEQUENCES):
         rng = random.Random(seed)
         ops = random_sequence(rng, FAKE_TIMING, rng.randrange(5, 40))
@@ -305,6 +313,7 @@ def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
                 if op.kind == 'tick':
                     embedded.us += op.number * 1000
                     continue
+                before = set(embedded.backend._zsets.get(pool_keys(PREFIX + op.pool.key).queue, {}))
                 for call in op.calls(FAKE_TIMING.lease):
                     expected, got = embedded.run(call), scripted.run(call)
                     assert got == expected, f'{call}\nscripts: {got}\nembedded: {expected}\n{describe(seed, ops, at)}'
@@ -313,11 +322,16 @@ def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
                 assert got_messages == expected_messages, (
                     f'scripts published {got_messages}\nembedded {expected_messages}\n{describe(seed, ops, at)}'
                 )
+                named[op.kind] += any(payload and payload not in before for _, payload in got_messages)
                 keys = keys_of(op.pool)
                 assert scripted.state(keys) == embedded.state(keys), describe(seed, ops, at)
         finally:
             scripted.close()
     assert compared > FAKE_SEQUENCES * 10
+    # The sequences reach the naming of waiters out of the queue: by a release, and by a leave
+    # that passes on a wake-up its waiter was named for.
+    assert named['release'] >= FAKE_SEQUENCES // 10, named
+    assert named['leave'] >= 1, named
 
 
 @pytest.mark.skipif(LUA != '5.1', reason='this is the run on Lua 5.4')

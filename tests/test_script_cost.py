@@ -96,10 +96,15 @@ def test_a_release_publishes_only_while_someone_waits(own_client: redis.Redis) -
         assert run(own_client, waiter)[0] == 0
         assert own_client.zrange(keys.leases, 0, -1) == [b'waiter']
         assert own_client.exists(keys.queue) == 0  # no place in the fair queue
-        assert run(own_client, release_call('cost-', 'waited', 'holder', 1)) == 1
-        assert messages_until_sentinel(own_client, pubsub, keys.channel) == [b'']  # any waiter may try
+        # The release names that waiter (one wake-up in the whole fleet, not one per process)
+        # and takes its lease, in the same command count as naming nobody would take plus two.
+        reply, inside = commands_inside(own_client, release_call('cost-', 'waited', 'holder', 1))
+        assert reply == 1
+        assert inside <= 10
+        assert messages_until_sentinel(own_client, pubsub, keys.channel) == [b'waiter']
+        assert own_client.exists(keys.leases) == 0  # named once: a dead waiter is never named again
 
-        # Its acquire, once served, ends its lease: the next release wakes nobody again.
+        # Its acquire, once served, leaves no lease: the next release wakes nobody again.
         assert run(own_client, waiter)[0] == 1
         assert own_client.exists(keys.leases) == 0
         assert run(own_client, release_call('cost-', 'waited', 'waiter', 1)) == 1
@@ -114,6 +119,7 @@ def test_each_script_carries_only_the_library_parts_it_uses(own_client: redis.Re
         own_client.script_load(source(name))  # it compiles
     assert 'local function publish' not in source('acquire')
     assert 'local function cover' not in source('release')
-    assert 'local function clock' not in source('leave')
+    assert 'local function cover' not in source('leave')
+    assert 'local function name_waiter' in source('leave')  # it passes on a wake-up it may have had
     assert 'local function publish' in source('release')
     assert 'local function live_after_drop' in source('acquire')

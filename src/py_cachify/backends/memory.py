@@ -37,7 +37,7 @@ class MemoryBackend:
         self._strings: dict[str, object] = {}  # the cache's values and fill claims (cacheops.py)
         self._expiry: dict[str, float] = {}  # key -> ms when it vanishes, like a Redis TTL
         self._next_sweep = 0.0
-        self.wakeups = Wakeups()
+        self.wakeups = Wakeups(direct=True)  # a release wakes waiters by a call: nothing is lost
         self.give_backs = GiveBacks(self.run, self.arun)  # never needed: nothing here fails in transit
 
     def run(self, call: Call) -> object:
@@ -140,7 +140,9 @@ class MemoryBackend:
         free = int(max_size) - self._live_count(slots, now)
         owed = ''
         waiting = self._ordered(queue)
-        if 1 <= free <= len(waiting):
+        if not waiting:
+            owed = self._name_waiter(leases, now)
+        elif 1 <= free <= len(waiting):
             waiter = waiting[free - 1][1]
             lapses = self._score(leases, waiter)
             if lapses is not None and lapses > now:
@@ -150,9 +152,13 @@ class MemoryBackend:
     def _leave(
         self, now_us: int, now: int, queue: str, leases: str, slot: str, channel: str
     ) -> tuple[object, tuple[str, str] | None]:
-        removed = self._zrem(queue, slot)
-        self._zrem(leases, slot)
-        return int(removed), (channel, '') if removed else None
+        if self._zrem(queue, slot):
+            self._zrem(leases, slot)
+            return 1, (channel, '')
+        if self._zrem(leases, slot) or queue in self._zsets:
+            return 0, None
+        named = self._name_waiter(leases, now)
+        return 0, (channel, named) if named else None
 
     def _extend(self, now_us: int, now: int, slots: str, slot: str, ttl: int | str) -> tuple[object, None]:
         expiry = self._score(slots, slot)
@@ -264,6 +270,13 @@ class MemoryBackend:
                 break
             self._zrem(queue, gone)
             self._zrem(leases, gone)
+
+    def _name_waiter(self, leases: str, now: int) -> str:
+        live = [waiter for until, waiter in self._ordered(leases) if until > now]
+        if not live:
+            return ''
+        self._zrem(leases, live[0])
+        return live[0]
 
     # -- the parts of Redis the scripts rely on: sorted sets that vanish when empty or expired
 
