@@ -48,7 +48,7 @@ class _LockPool(pool):
         step = next(flow)
         while True:
             if isinstance(step, Wait) and step.seconds > poll:
-                step = Wait(poll)
+                step = Wait(poll, step.unheard)
             reply = yield step
             try:
                 step = flow.send(reply)

@@ -20,12 +20,14 @@ from .errors import CachifyBackendError
 
 __all__ = [
     'FALLBACK_POLL',
+    'HEARD_POLL',
     'HOLDERS_LIMIT',
     'MAX_REPLICA_TIMEOUT',
     'MAX_SECONDS',
     'PURGE_BATCH',
     'QUEUE_LEASE_MS',
     'UNSET',
+    'WAIT_LEASE_MS',
     'Attempt',
     'Call',
     'Durability',
@@ -97,10 +99,19 @@ ScriptName = Literal[
 # Status codes of acquire.lua.
 _ACQUIRED, _ALREADY_HELD, _NOT_ACQUIRED, _NO_CLOCK = 1, 2, 0, -1
 
-# A waiter that stops calling acquire loses its queue place after this long. Waiters call
-# at least every FALLBACK_POLL seconds, so only a dead or departed waiter ever lapses.
+# A waiter that stops calling acquire loses its lease (and queue place) after this long; each
+# try renews it, so every waiter tries again well before: only a dead one ever lapses.
+# - Queued (fair=True): a dead waiter at the head of the queue holds up those behind it until
+#   its lease lapses, so leases are short, and renewed by a poll every FALLBACK_POLL.
+# - Out of the queue (fair=False): a release names one such waiter and takes its lease, so a
+#   dead one is named once and holds up nobody but for the time until another waiter tries.
+#   While a subscription hears the channel, a message is not lost: these waiters poll every
+#   HEARD_POLL only (most hand-overs then take one try), and their lease outlives it well.
+#   While none hears it (not confirmed yet, refused, reconnecting) they poll every FALLBACK_POLL.
 QUEUE_LEASE_MS = 5_000
 FALLBACK_POLL = 1.0
+WAIT_LEASE_MS = 15_000
+HEARD_POLL = 5.0
 
 # The scripts do bounded work per call: purge drops at most this many expired slots per
 # call (pool.purge() repeats it), holders lists at most this many slots unless told more.
@@ -272,7 +283,7 @@ def acquire_call(
     k = pool_keys(prefix + key)
     # 1: queue for a place; 2: wait without one (a lease only, so a release knows someone waits).
     mode = 1 if queue else 2 if wait else 0
-    args = (slot, min(max_size, _MAX_MEMBERS), ttl, mode, QUEUE_LEASE_MS)
+    args = (slot, min(max_size, _MAX_MEMBERS), ttl, mode, QUEUE_LEASE_MS if queue else WAIT_LEASE_MS)
     if durable is None:
         return Call('acquire', (k.slots, k.queue, k.leases), args, key)
     return Call('acquire', (k.slots, k.queue, k.leases), args, key, durable.replicas, durable.timeout_ms)
@@ -298,7 +309,7 @@ def release_call(prefix: str, key: str, slot: str, max_size: int) -> Call:
 
 
 def leave_call(prefix: str, key: str, slot: str) -> Call:
-    """leave.lua: take a waiter that gives up out of the queue."""
+    """leave.lua: take a waiter that gives up out of the queue and the leases; pass on a wake-up it may have had."""
     k = pool_keys(prefix + key)
     return Call('leave', (k.queue, k.leases), (slot, k.channel), key)
 

@@ -15,6 +15,7 @@ from .errors import CachifyBackendError, CachifyPoolFullError
 from .lease import Lease, survive_cancellation
 from .ops import (
     FALLBACK_POLL,
+    HEARD_POLL,
     HOLDERS_LIMIT,
     PURGE_BATCH,
     UNSET,
@@ -40,7 +41,7 @@ from .ops import (
     validate_timeout,
 )
 from .settings import Settings, current
-from .steps import LISTEN, Step, Wait
+from .steps import LISTEN, WATCH, Step, Wait
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -220,33 +221,41 @@ class pool:
         call = acquire_call(
             settings.prefix, self._key, slot, self._admit, ttl, queue, self._durable, wait=not self._nowait
         )
+        if not self._nowait:
+            # Registered before the first try: a release can name this waiter only once that
+            # try has given it a lease, and the message then finds it registered (or, if the
+            # channel is not subscribed yet, the confirmation wakes it). So no second try is
+            # needed before waiting, and registering alone subscribes nothing.
+            yield WATCH
         result = attempt((yield call), call)
         if result.acquired:
             return
         if self._nowait:
             raise CachifyPoolFullError(self._key, self._max_size)
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        # Listen before the next try: a release between that try and the wait still wakes us,
-        # and so does the subscription's confirmation (every waiter of the channel retries).
         yield LISTEN
         while True:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                # Every waiter leaves: a fair one's place moves those behind it up, and one out
+                # of the queue may have been named for a slot it will not take now.
+                yield leave_call(settings.prefix, self._key, slot)
+                raise CachifyPoolFullError(self._key, self._max_size)
+            # Woken by a release; else by the nearest expiry (expiry sends no message). The
+            # fallback poll renews the waiter's lease and guards against a lost message: a
+            # fair waiter polls every FALLBACK_POLL, to keep its short lease; one out of the
+            # queue every HEARD_POLL while a subscription hears the channel, else as often.
+            expiry = None if result.next_expiry is None else result.next_expiry + 0.001
+            bounds = (left, expiry, FALLBACK_POLL if queue else HEARD_POLL)
+            yield Wait(min(x for x in bounds if x is not None), None if queue else FALLBACK_POLL)
             result = attempt((yield call), call)
             if result.acquired:
                 return
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                if queue:
-                    yield leave_call(settings.prefix, self._key, slot)
-                raise CachifyPoolFullError(self._key, self._max_size)
-            # Woken by a release; else by the nearest expiry (expiry sends no message); the
-            # fallback poll guards against a lost message and keeps a fair waiter's place.
-            expiry = None if result.next_expiry is None else result.next_expiry + 0.001
-            yield Wait(min(x for x in (left, expiry, FALLBACK_POLL) if x is not None))
 
     def _give_back_calls(self, settings: Settings, slot: str) -> list[Call]:
         """What gives back a slot whose acquire may or may not have landed."""
         release = release_call(settings.prefix, self._key, slot, self._max_size)
-        return [release, leave_call(settings.prefix, self._key, slot)] if self._fair else [release]
+        return [release] if self._nowait else [release, leave_call(settings.prefix, self._key, slot)]
 
     def _expiry_from_now(self, settings: Settings) -> float | None:
         lifetime = self._lifetime(settings)

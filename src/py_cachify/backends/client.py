@@ -116,7 +116,7 @@ def _same(stored: object, token: str) -> bool:
     return stored in (token, token.encode())
 
 
-# -- a lock's pool of one (acquire.lua, release.lua, extend.lua, size.lua, lock_break.lua) -------
+# -- a lock's pool of one (acquire.lua, release.lua, extend.lua, leave.lua, size.lua, lock_break.lua)
 
 
 def _acquire(
@@ -134,6 +134,12 @@ def _release(slots: str, queue: str, leases: str, slot: str, *_: object) -> _Emu
         return 0
     yield ('delete', slots)
     return 1
+
+
+def _leave(queue: str, leases: str, slot: str, *_: object) -> _Emulation:
+    # A lock's waiters here poll, with no queue or leases to leave: nothing to do.
+    return 0
+    yield  # a generator that sends no command
 
 
 def _extend(slots: str, slot: str, ttl: int | str) -> _Emulation:
@@ -185,6 +191,7 @@ _EMULATIONS: dict[str, Any] = {
     'acquire': _acquire,
     'release': _release,
     'extend': _extend,
+    'leave': _leave,
     'size': _size,
     'lock_break': _lock_break,
     'cache_fetch': _cache_fetch,
@@ -192,4 +199,4 @@ _EMULATIONS: dict[str, Any] = {
     'cache_abandon': _cache_abandon,
     'cache_delete': _cache_delete,
 }
-_LOCK_SCRIPTS = frozenset({'acquire', 'release', 'extend', 'size', 'lock_break'})
+_LOCK_SCRIPTS = frozenset({'acquire', 'release', 'extend', 'leave', 'size', 'lock_break'})
