@@ -18,4 +18,5 @@ SCENARIOS: dict[str, str] = {
     'size': 'scenario_pairs',
     'embedded': 'scenario_pairs',
     'waiting': 'scenario_waiting',
+    'herd': 'scenario_herd',
 }

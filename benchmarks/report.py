@@ -121,7 +121,32 @@ def _rows() -> list[Row]:
         )
     for mode in ('sync', 'async'):
         rows.append(Row('embedded', f'{mode}.per_s', f'Embedded default (no Redis), {mode}', 'pairs/s', 'higher'))
-    return rows + _waiting_rows()
+    return rows + _waiting_rows() + _herd_rows()
+
+
+# The fleets of scenario_herd.py: (metric prefix, what the label calls it).
+HERD_FLEETS = (
+    ('p1x800', '1 x 800'),
+    ('p4x200', '4 x 200'),
+    ('p16x50', '16 x 50'),
+    ('p4x200fair', '4 x 200, fair=True'),
+)
+
+
+def _herd_rows() -> list[Row]:
+    """Scenario 10: one slot held 1 ms, processes x waiting threads; ours only (3.1.0 cannot wait)."""
+    rows: list[Row] = []
+    for prefix, fleet in HERD_FLEETS:
+        name = f'Herd, {fleet} waiters, one slot held 1 ms'
+        rows += [
+            Row('herd', f'{prefix}.handovers_per_s', f'{name}: hand-overs', 'per s', 'higher'),
+            Row('herd', f'{prefix}.of_target', f'{name}: hand-overs of 0.7 / (hold + RTT)', 'fraction', 'higher'),
+            Row('herd', f'{prefix}.acquire_evalsha', f'{name}: acquire EVALSHA per acquire', 'requests', 'lower'),
+            Row('herd', f'{prefix}.evalsha', f'{name}: all EVALSHA per acquire', 'requests', 'lower'),
+            Row('herd', f'{prefix}.never_served', f'{name}: waiters never served in 8 s', 'waiters', 'lower'),
+            Row('herd', f'{prefix}.jain', f"{name}: Jain's index over waiters", 'index', 'higher'),
+        ]
+    return rows
 
 
 # The polling interval is POLL_S, and the long wait LONG_HOLD_S (LONG_WAIT_LABEL), in scenarios.py.
@@ -281,19 +306,23 @@ def table(results: dict[str, dict[str, SideRuns]]) -> list[dict[str, Any]]:
     return entries
 
 
-# The one wait a label names: what scenarios.py holds for without --quick. A --quick run holds
-# less, and its rows must say what was measured, not what a full run would have.
+# The durations labels name: what a scenario holds or runs for without --quick, and the info
+# entry where it records what it did. A --quick run is shorter, and its rows must say what was
+# measured, not what a full run would have.
 LONG_WAIT_LABEL = '1.5 s'
+MEASURED = {LONG_WAIT_LABEL: 'long_hold_s', 'in 8 s': 'run_s'}
 
 
 def measured_label(label: str, sides: dict[str, SideRuns]) -> str:
-    """`label`, naming the long wait the rounds actually held for (scenarios record it in info)."""
-    if LONG_WAIT_LABEL not in label:
-        return label
-    held = sorted({info['long_hold_s'] for runs in sides.values() for info in runs.info if 'long_hold_s' in info})
-    if not held or [f'{h:g} s' for h in held] == [LONG_WAIT_LABEL]:
-        return label
-    return label.replace(LONG_WAIT_LABEL, ' / '.join(f'{h:g} s' for h in held))
+    """`label`, naming the durations the rounds actually held or ran for (scenarios record them in info)."""
+    for text, entry in MEASURED.items():
+        if text not in label:
+            continue
+        took = sorted({info[entry] for runs in sides.values() for info in runs.info if entry in info})
+        named = [f'{h:g} s' for h in took]
+        if took and named != [text.removeprefix('in ')]:
+            label = label.replace(text, ('in ' if text.startswith('in ') else '') + ' / '.join(named))
+    return label
 
 
 def fmt(value: float | None) -> str:

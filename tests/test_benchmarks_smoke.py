@@ -36,6 +36,7 @@ POSITIVE = {
     'embedded': ['sync.per_s', 'async.per_s'],
     # Both sides poll; only ours can wait (OURS_ONLY).
     'waiting': ['proc.poll.sent_p50_ms', 'thread.poll.sent_p50_ms', 'async.poll.sent_p50_ms', 'proc.poll.requests'],
+    'herd': [],  # ours only (OURS_ONLY)
 }
 OURS_ONLY = {
     'waiting': [
@@ -45,6 +46,8 @@ OURS_ONLY = {
         'proc.fair.sent_p50_ms',
         'proc.wait.requests',
     ],
+    # A loaded machine may serve nobody in --quick's 1 s; the round trip it measured first is there.
+    'herd': ['p1x800.target_per_s', 'p4x200fair.target_per_s'],
 }
 
 
@@ -65,7 +68,7 @@ def test_quick_run_reports_every_scenario(redis_url: str, tmp_path: Path) -> Non
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,  # the herd scenario alone spawns 25 processes and 3,200 threads: about 20 s
         check=False,
     )
     assert done.returncode == 0, done.stderr
