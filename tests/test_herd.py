@@ -1,0 +1,233 @@
+"""No thundering herd (issue 11): a release wakes one waiter in the whole fleet, not one per process.
+
+Each test has a redis-server of its own, so `INFO commandstats` counts its calls alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+
+from py_cachify import Cachify, CachifyPoolFullError, init_cachify
+from py_cachify.ops import HEARD_POLL, acquire_call, leave_call, pool_keys, release_call
+from py_cachify.scripts import source
+
+from .redis_server import RedisServer
+from .waiting import TIMEOUT, await_until, wait_until
+
+PREFIX = 'herd-'
+ctx = multiprocessing.get_context('spawn')
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as own:
+        yield own
+
+
+@pytest.fixture
+def admin(server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis.Redis(port=server.port)
+    for name in ('acquire', 'release', 'leave'):
+        client.script_load(source(name))  # no NOSCRIPT round trip lands inside a count
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cachify(server: RedisServer) -> Iterator[Cachify]:
+    client = redis.Redis(port=server.port)
+    made = init_cachify(sync_client=client, prefix=PREFIX, is_global=False)
+    yield made
+    made.close()
+    client.close()
+
+
+def evalsha_calls(admin: redis.Redis) -> int:
+    return int(admin.info('commandstats').get('cmdstat_evalsha', {}).get('calls', 0))
+
+
+def leases(admin: redis.Redis, key: str) -> list[str]:
+    return [m.decode() for m in admin.zrange(pool_keys(PREFIX + key).leases, 0, -1)]
+
+
+def waiters(url: str, key: str, threads: int, go: Any) -> None:
+    """A process of `threads` waiters, each taking the slot once (unfair) and giving it back."""
+    cachify = init_cachify(sync_client=redis.Redis.from_url(url), prefix=PREFIX, is_global=False)
+    backend = cachify.settings.backend
+    channel = pool_keys(PREFIX + key).channel
+    # Subscribed before any waiter starts: the confirmation then wakes nobody, and every try
+    # the test counts comes from a release's message.
+    backend.listen(channel)
+    wait_until(lambda: backend.wakeups.heard(channel), what='the channel is subscribed')
+    go.wait(TIMEOUT)
+
+    def take() -> None:
+        with cachify.pool(key, 1, nowait=False, timeout=TIMEOUT):
+            time.sleep(0.002)
+
+    started = [threading.Thread(target=take) for _ in range(threads)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join()
+    cachify.close()
+
+
+def stop(processes: list[BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+def test_a_release_wakes_one_waiter_across_processes(server: RedisServer, admin: redis.Redis, cachify: Cachify) -> None:
+    # 4 processes of 3 waiters each queue up behind a holder, then take the slot one after
+    # the other. Each release named one waiter: none tries in vain. Before, a release woke
+    # one waiter in each process that still had some, and all but one tried in vain.
+    processes, threads = 4, 3
+    go = ctx.Event()
+    holder = cachify.pool('one', 1).acquire()
+    started = [ctx.Process(target=waiters, args=(server.url, 'one', threads, go)) for _ in range(processes)]
+    try:
+        for process in started:
+            process.start()
+        channel = pool_keys(PREFIX + 'one').channel
+        wait_until(lambda: admin.pubsub_numsub(channel)[0][1] == processes, what='every process subscribed')
+        go.set()
+        wait_until(lambda: len(leases(admin, 'one')) == processes * threads, what='every waiter had its first try')
+        before = evalsha_calls(admin)
+        holder.release()
+        for process in started:
+            process.join(TIMEOUT * 2)
+            assert process.exitcode == 0, f'{process.name} ended with {process.exitcode}'
+    finally:
+        stop(started)
+    waiters_ = processes * threads
+    # Every waiter's acquire that succeeded and release, the holder's release: nothing else,
+    # but a waiter's fallback poll (every HEARD_POLL) on a machine slow enough to reach it.
+    in_vain = evalsha_calls(admin) - before - (waiters_ + waiters_ + 1)
+    assert 0 <= in_vain <= 2, f'{in_vain} tries in vain for {waiters_} hand-overs'
+    assert leases(admin, 'one') == []
+
+
+def lone_waiter(url: str, key: str) -> None:
+    """One waiter, waiting as long as it takes; the test kills it or lets it through."""
+    cachify = init_cachify(sync_client=redis.Redis.from_url(url), prefix=PREFIX, is_global=False)
+    with cachify.pool(key, 1, nowait=False):
+        pass
+    cachify.close()
+
+
+def test_a_killed_named_waiter_holds_up_the_others_no_longer_than_their_fallback_poll(
+    server: RedisServer, admin: redis.Redis, cachify: Cachify
+) -> None:
+    holder = cachify.pool('killed', 1).acquire()
+    doomed = ctx.Process(target=lone_waiter, args=(server.url, 'killed'))
+    survivor = ctx.Process(target=lone_waiter, args=(server.url, 'killed'))
+    try:
+        doomed.start()
+        wait_until(lambda: len(leases(admin, 'killed')) == 1, what='the first waiter had its first try')
+        [named] = leases(admin, 'killed')  # the first to try is named first
+        survivor.start()
+        wait_until(lambda: len(leases(admin, 'killed')) == 2, what='the second waiter had its first try')
+        assert doomed.pid is not None
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.join()
+        released = time.monotonic()
+        holder.release()
+        # The dead waiter was named, and its lease taken: it is never named again.
+        assert named not in leases(admin, 'killed')
+        survivor.join(HEARD_POLL + TIMEOUT)
+        took = time.monotonic() - released
+        assert survivor.exitcode == 0
+    finally:
+        stop([doomed, survivor])
+    # Nobody else was woken: the survivor came by its fallback poll (HEARD_POLL at most, plus
+    # a loaded machine's delays), not by waiting until the dead waiter's lease lapsed.
+    assert took < HEARD_POLL + TIMEOUT / 3
+    assert leases(admin, 'killed') == []
+
+
+def test_a_timed_out_unfair_waiter_leaves_the_leases(admin: redis.Redis, cachify: Cachify) -> None:
+    holder = cachify.pool('timeout', 1).acquire()
+    with pytest.raises(CachifyPoolFullError):
+        cachify.pool('timeout', 1, nowait=False, timeout=0.2).acquire()
+    # Gone at once, not when its lease would lapse: releases stop publishing for it.
+    assert leases(admin, 'timeout') == []
+    holder.release()
+
+
+async def test_a_cancelled_unfair_waiter_leaves_the_leases(server: RedisServer, admin: redis.Redis) -> None:
+    client = redis.asyncio.Redis(port=server.port)
+    cachify = init_cachify(async_client=client, prefix=PREFIX, is_global=False)
+    try:
+        holder = await cachify.pool('cancelled', 1).aacquire()
+        waiting = asyncio.ensure_future(cachify.pool('cancelled', 1, nowait=False).aacquire())
+        await await_until(lambda: leases(admin, 'cancelled'), what='the waiter had its first try')
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert leases(admin, 'cancelled') == []
+        await holder.arelease()
+    finally:
+        await cachify.aclose()
+        await client.aclose()
+
+
+def messages(admin: redis.Redis, pubsub: redis.client.PubSub, channel: str) -> list[str]:
+    """What was published on `channel` so far (a sentinel marks the end)."""
+    admin.publish(channel, 'sentinel')
+    got: list[str] = []
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(timeout=0.5)
+        if message is None:
+            continue
+        if message['data'] == b'sentinel':
+            return got
+        got.append(message['data'].decode())
+    raise AssertionError(f'the sentinel never arrived; got {got}')
+
+
+def test_releases_name_waiters_one_each_and_a_leaving_named_waiter_passes_it_on(admin: redis.Redis) -> None:
+    def run(call: Any) -> object:
+        return admin.register_script(source(call.script))(keys=call.keys, args=call.args)
+
+    channel = pool_keys(PREFIX + 'named').channel
+    pubsub = admin.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(channel)
+        assert run(acquire_call(PREFIX, 'named', 'h1', 2, 60_000))[0] == 1  # type: ignore[index]
+        assert run(acquire_call(PREFIX, 'named', 'h2', 2, 60_000))[0] == 1  # type: ignore[index]
+        for waiter in ('w1', 'w2', 'w3'):
+            assert run(acquire_call(PREFIX, 'named', waiter, 2, 60_000, wait=True))[0] == 0  # type: ignore[index]
+        # Two quick releases wake two different waiters, the ones that tried first.
+        assert run(release_call(PREFIX, 'named', 'h1', 2)) == 1
+        assert run(release_call(PREFIX, 'named', 'h2', 2)) == 1
+        assert messages(admin, pubsub, channel) == ['w1', 'w2']
+        assert leases(admin, 'named') == ['w3']
+        # w2 takes its slot; w1 gives up without trying for its own: its wake-up goes to w3.
+        assert run(acquire_call(PREFIX, 'named', 'w2', 2, 60_000, wait=True))[0] == 1  # type: ignore[index]
+        assert run(leave_call(PREFIX, 'named', 'w1')) == 0
+        assert messages(admin, pubsub, channel) == ['w3']
+        assert leases(admin, 'named') == []
+        # A waiter that still holds its lease was not named since it tried: it passes nothing on.
+        assert run(acquire_call(PREFIX, 'named', 'w4', 1, 60_000, wait=True))[0] == 0  # type: ignore[index]
+        assert run(acquire_call(PREFIX, 'named', 'w5', 1, 60_000, wait=True))[0] == 0  # type: ignore[index]
+        assert run(leave_call(PREFIX, 'named', 'w4')) == 0
+        assert messages(admin, pubsub, channel) == []
+        assert leases(admin, 'named') == ['w5']
+    finally:
+        pubsub.close()
