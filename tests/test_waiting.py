@@ -15,6 +15,7 @@ import redis
 import redis.asyncio
 
 from py_cachify import Cachify, CachifyBackendError, CachifyPoolFullError, init_cachify, pool
+from py_cachify.backends.memory import MemoryBackend
 from py_cachify.ops import Call, pool_keys
 from py_cachify.settings import Settings
 
@@ -23,9 +24,19 @@ from .waiting import await_until, wait_until
 
 
 def waiters(cachify: Cachify, key: str) -> int:
-    """How many local waiters wait on pool `key` now: a waiter registers after its first try."""
-    channel = pool_keys(cachify.settings.prefix + key).channel
-    return len(cachify.settings.backend.wakeups._waiters.get(channel, {}))
+    """How many local waiters wait on pool `key` now: registered, and holding a lease (their first try failed).
+
+    A waiter registers before its first try; the lease shows that try is done. Without a sync
+    client to read the leases with, registered ones are counted.
+    """
+    keys = pool_keys(cachify.settings.prefix + key)
+    backend: Any = cachify.settings.backend
+    registered = set(backend.wakeups._waiters.get(keys.channel, {}))
+    if isinstance(backend, MemoryBackend):
+        return len(registered & set(backend._zsets.get(keys.leases, {})))
+    if getattr(backend, '_sync_client', None) is not None:
+        return len(registered & {m.decode() for m in backend._sync_client.zrange(keys.leases, 0, -1)})
+    return len(registered)
 
 
 @pytest.fixture
