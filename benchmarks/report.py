@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -311,6 +312,7 @@ def table(results: dict[str, dict[str, SideRuns]]) -> list[dict[str, Any]]:
 # measured, not what a full run would have.
 LONG_WAIT_LABEL = '1.5 s'
 MEASURED = {LONG_WAIT_LABEL: 'long_hold_s', 'in 8 s': 'run_s'}
+_DURATION = re.compile(r'\d+(?:\.\d+)? s')
 
 
 def measured_label(label: str, sides: dict[str, SideRuns]) -> str:
@@ -320,8 +322,9 @@ def measured_label(label: str, sides: dict[str, SideRuns]) -> str:
             continue
         took = sorted({info[entry] for runs in sides.values() for info in runs.info if entry in info})
         named = [f'{h:g} s' for h in took]
-        if took and named != [text.removeprefix('in ')]:
-            label = label.replace(text, ('in ' if text.startswith('in ') else '') + ' / '.join(named))
+        said = match.group() if (match := _DURATION.search(text)) else text
+        if took and named != [said]:
+            label = label.replace(text, text.replace(said, ' / '.join(named)))
     return label
 
 
