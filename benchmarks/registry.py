@@ -19,4 +19,5 @@ SCENARIOS: dict[str, str] = {
     'embedded': 'scenario_pairs',
     'waiting': 'scenario_waiting',
     'herd': 'scenario_herd',
+    'fleet': 'scenario_fleet',
 }

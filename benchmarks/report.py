@@ -122,7 +122,7 @@ def _rows() -> list[Row]:
         )
     for mode in ('sync', 'async'):
         rows.append(Row('embedded', f'{mode}.per_s', f'Embedded default (no Redis), {mode}', 'pairs/s', 'higher'))
-    return rows + _waiting_rows() + _herd_rows()
+    return rows + _waiting_rows() + _herd_rows() + _fleet_rows()
 
 
 # The fleets of scenario_herd.py: (metric prefix, what the label calls it).
@@ -147,6 +147,42 @@ def _herd_rows() -> list[Row]:
             Row('herd', f'{prefix}.never_served', f'{name}: waiters never served in 8 s', 'waiters', 'lower'),
             Row('herd', f'{prefix}.jain', f"{name}: Jain's index over waiters", 'index', 'higher'),
         ]
+    return rows
+
+
+# The layouts and process counts of scenario_fleet.py, and what a fleet row reports.
+FLEET_LAYOUTS = (('shared', 'one pool of 64'), ('distinct', 'a pool of 64 each'))
+FLEET_COUNTS = (1, 2, 4, 8)
+FLEET_RUN_LABEL = '2 s runs'
+_FLEET_FIGURES: tuple[tuple[str, str, str, Better | None], ...] = (
+    ('enters_per_s', 'enters', 'enters/s', 'higher'),
+    ('full', '"full" answers', 'answers', 'lower'),
+    ('over_admitted', 'over-admissions (must be 0)', 'holders', None),
+    ('pair_us', 'Redis CPU per pair, commandstats usec', 'µs', 'lower'),
+    ('ceiling_per_s', 'projected ceiling of one Redis core, from commandstats', 'pairs/s', 'higher'),
+    ('cpu_pair_us', 'Redis main-thread CPU per pair', 'µs', 'lower'),
+    ('cpu_ceiling_per_s', 'projected ceiling of one Redis core, from main-thread CPU', 'pairs/s', 'higher'),
+)
+
+
+def _fleet_rows() -> list[Row]:
+    """Scenario 11: N processes entering and exiting back to back, on one shared pool and on a pool each."""
+    rows: list[Row] = []
+    for layout, where in FLEET_LAYOUTS:
+        for metric, figure, unit, better in _FLEET_FIGURES:
+            for n in FLEET_COUNTS:
+                label = f'Fleet, {n} process{"es" if n > 1 else ""} on {where} ({FLEET_RUN_LABEL}): {figure}'
+                rows.append(Row('fleet', f'{layout}.p{n}.{metric}', label, unit, better))
+    rows += [
+        Row('fleet', 'errors', 'Fleet: errors other than "full"', 'errors', 'lower'),
+        Row(
+            'fleet',
+            'foreign_calls',
+            'Fleet: signs of other clients on the server during the runs (must be 0)',
+            'count',
+            None,
+        ),
+    ]
     return rows
 
 
@@ -311,7 +347,7 @@ def table(results: dict[str, dict[str, SideRuns]]) -> list[dict[str, Any]]:
 # entry where it records what it did. A --quick run is shorter, and its rows must say what was
 # measured, not what a full run would have.
 LONG_WAIT_LABEL = '1.5 s'
-MEASURED = {LONG_WAIT_LABEL: 'long_hold_s', 'in 8 s': 'run_s'}
+MEASURED = {LONG_WAIT_LABEL: 'long_hold_s', 'in 8 s': 'run_s', FLEET_RUN_LABEL: 'run_s'}
 _DURATION = re.compile(r'\d+(?:\.\d+)? s')
 
 

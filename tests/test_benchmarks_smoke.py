@@ -37,6 +37,7 @@ POSITIVE = {
     # Both sides poll; only ours can wait (OURS_ONLY).
     'waiting': ['proc.poll.sent_p50_ms', 'thread.poll.sent_p50_ms', 'async.poll.sent_p50_ms', 'proc.poll.requests'],
     'herd': [],  # ours only (OURS_ONLY)
+    'fleet': [],  # counts over --quick's 0.3 s runs, like processes
 }
 OURS_ONLY = {
     'waiting': [
@@ -86,6 +87,9 @@ def test_quick_run_reports_every_scenario(redis_url: str, tmp_path: Path) -> Non
                 assert measured['median'][metric] > 0, (name, side, metric)
     # A bound, not a timing: the independent counter never saw more holders than the pool allows.
     assert report['scenarios']['processes']['ours']['median']['over_limit'] == 0
+    fleet = report['scenarios']['fleet']['ours']['median']
+    assert [name for name, n in fleet.items() if name.endswith('.over_admitted') and n] == []
+    assert len([name for name in fleet if name.endswith('.over_admitted')]) == 8  # 1, 2, 4, 8 on both layouts
     assert report['machine']['redis_server']
     assert report['table']
     assert '| Figure |' in done.stdout
