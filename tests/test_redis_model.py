@@ -270,7 +270,7 @@ def test_releasing_an_expired_slot_answers_not_held_and_wakes_nobody(redis_clien
         while not messages and time.monotonic() < deadline:
             if (message := pubsub.get_message(timeout=0.5)) is not None:
                 messages.append(message['data'])
-        assert messages == [b'']  # the live one's release only
+        assert messages == [b'waiter']  # the live one's release only, naming the waiter out of the queue
     finally:
         pubsub.close()
         redis_client.delete(*keys.__dict__.values())
