@@ -69,7 +69,8 @@ local HAS_GT = (redis.REDIS_VERSION_NUM or 0) >= 0x070000
 
 -- The key-TTL rule when a slot of expiry `score` (ms or 'inf') is added to a set that held
 -- `live` live slots: the key's life only rises to cover it. With no live slot before, no
--- never-expiring one is there and every expired one ends before `score`.
+-- never-expiring one is there and every expired one ends before `score`. The queue keys
+-- follow the same rule for their leases (reserve_waiter()).
 local function cover(slots, score, live, now)
   if score == 'inf' then
     redis.call('PERSIST', slots)
@@ -94,15 +95,37 @@ local function drop_lapsed(queue, leases, now)
   end
 end
 
--- Name one waiter out of the queue (fair=False) for a freed slot: the live one whose lease
--- lapses first, i.e. the one that tried least recently. It leaves the leases, so a dead one
--- is never named twice; a live one that tries in vain takes a new lease, at the back. Lapsed
--- leases are skipped, not counted: one range by score, O(log n). '' when no lease is live.
-local function name_waiter(leases, now)
-  local named = redis.call('ZRANGEBYSCORE', leases, '(' .. now, '+inf', 'LIMIT', 0, 1)[1]
-  if not named then return '' end
-  redis.call('ZREM', leases, named)
-  return named
+-- How long a release holds a freed slot for the waiter out of the queue it names (see
+-- reserve_waiter()), in ms. Long enough for the message, a thread's wake-up and a round trip
+-- on a loaded machine (a few ms; tens under a crowd of threads), so the named waiter is not
+-- beaten to the slot by the caller that just released it and tries again at once. Short
+-- enough that a named waiter that died holds a free slot idle once, for a fraction of the
+-- 5 s poll that then brings the others; and a `nowait` caller is turned away that long.
+local RESERVE_MS = 200
+
+-- Hold a freed slot for one waiter out of the queue (fair=False), and name it: the live one
+-- whose lease lapses first (the one that tried least recently), passing over the waiters
+-- queued already: they hold leases too, and there are `queued` of them at most, so it looks
+-- at most queued + 1 leases (and at most BATCH: '' past that). It joins the queue, at the
+-- back (now_us, the queue's clock: fair waiters already queued stay ahead), with a lease of
+-- RESERVE_MS: acquire.lua's queue rule then turns away every other caller for that slot
+-- while it stands, and the named waiter takes it at its next try. If that try does not come
+-- in time, drop_lapsed() ends the hold, and the slot is anyone's again. The queue keys'
+-- lives rise to cover the hold (cover()). Returns the named waiter, or '' when none is live.
+local function reserve_waiter(queue, leases, queued, now, now_us)
+  local limit = math.min(queued + 1, BATCH)
+  local live = redis.call('ZRANGEBYSCORE', leases, '(' .. now, '+inf', 'LIMIT', 0, limit)
+  for _, waiter in ipairs(live) do
+    if queued == 0 or not redis.call('ZSCORE', queue, waiter) then
+      local until_ms = now + RESERVE_MS
+      redis.call('ZADD', queue, now_us, waiter)
+      cover(queue, until_ms, queued, now)
+      redis.call('ZADD', leases, until_ms, waiter)
+      cover(leases, until_ms, 1, now)
+      return waiter
+    end
+  end
+  return ''
 end
 
 -- Announce `message` on a wake-up channel. `sharded` is the script's optional "sharded"

@@ -18,6 +18,9 @@
 --
 -- Queued waiters go first: a caller not in the queue gets a slot only when more slots are
 -- free than waiters are queued, and the waiter at queue position r only when r < free.
+-- The queue also holds the waiters out of it (mode 2) that a release named and holds a freed
+-- slot for, for a short while (see reserve_waiter() in _lib.lua): each takes it at its next
+-- try, as a queued waiter does, and every other caller, `nowait` ones too, counts it taken.
 -- Bounded work: at most BATCH expired slots and BATCH lapsed waiters are dropped per call.
 -- The common call (nothing expired, nobody waiting) runs six commands: TIME, ZCOUNT, ZCARD,
 -- ZCARD, ZADD, PEXPIREAT.
@@ -69,6 +72,11 @@ if mode ~= '0' then
   if mode == '1' then
     if not rank then redis.call('ZADD', queue, now_us, slot) end
     redis.call('PEXPIREAT', queue, now + lease)
+  elseif rank then
+    -- A slot held for this waiter out of the queue (see reserve_waiter() in _lib.lua) that
+    -- it cannot take after all (no slot was free): it goes back out of the queue, at the
+    -- back of the leases, rather than stay queued on a long lease ahead of everyone.
+    redis.call('ZREM', queue, slot)
   end
   redis.call('ZADD', leases, now + lease, slot)
   redis.call('PEXPIREAT', leases, now + lease)

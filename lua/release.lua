@@ -10,12 +10,16 @@
 -- ARGV[4]  optional: '1' to announce with SPUBLISH (see publish() in _lib.lua)
 --
 -- On release of a live slot while anyone waits (holds a lease), it publishes, atomically
--- with it, the id of one waiter: the queued waiter that the freed slot is for; or, when
--- nobody is queued (every waiter is fair=False), one waiter out of the queue, taken out of
--- the leases (see name_waiter() in _lib.lua), so that one release wakes one waiter in the
--- whole fleet, not one in every listening process. It publishes '' (any waiter may try)
--- when waiters are queued but no live one is owed the slot, or when no lease is live. It
--- never names a waiter whose lease has run out. With no waiter it publishes nothing.
+-- with it, the id of one waiter, so that one release wakes one waiter in the whole fleet, not
+-- one in every listening process. With `free` slots free now and `queued` waiters queued:
+-- - free <= queued: the queued waiter that the freed slot is for (position free - 1), if its
+--   lease is live, else '' (any waiter may try);
+-- - free > queued: the slot is for a waiter out of the queue (fair=False). The release holds
+--   it for one of them, the one that tried least recently, for RESERVE_MS, and names it (see
+--   reserve_waiter() in _lib.lua): meanwhile every other caller, waiting or `nowait`, counts
+--   the slot as taken, so the caller that has just released cannot take it straight back
+--   while the named waiter is still being woken. '' when no such waiter is live.
+-- It never names a waiter whose lease has run out. With no waiter it publishes nothing.
 --
 -- Reply    1 released
 --          0 the slot was not held: it had expired (it is removed now, and nobody is
@@ -24,7 +28,7 @@
 local slots, queue, leases, slot = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
 -- No clock guard: giving a slot back must work even on a broken clock (now <= 0 then
 -- counts every slot as live).
-local now = clock()
+local now, now_us = clock()
 local expiry = redis.call('ZSCORE', slots, slot)
 if not expiry then return 0 end
 redis.call('ZREM', slots, slot)
@@ -39,9 +43,9 @@ drop_lapsed(queue, leases, now)
 local free = tonumber(ARGV[2]) - live_count(slots, now)
 local queued = redis.call('ZCARD', queue)
 local owed = ''
-if queued == 0 then
-  owed = name_waiter(leases, now)
-elseif free >= 1 and free <= queued then
+if free > queued then
+  owed = reserve_waiter(queue, leases, queued, now, now_us)
+elseif free >= 1 then
   local waiter = redis.call('ZRANGE', queue, free - 1, free - 1)[1]
   local lapses = redis.call('ZSCORE', leases, waiter)
   -- More than BATCH lapsed waiters may be left in the queue: name only a live one.

@@ -32,6 +32,7 @@ import redis
 
 from py_cachify.backends.memory import MemoryBackend
 from py_cachify.ops import (
+    RESERVE_MS,
     Call,
     acquire_call,
     extend_call,
@@ -71,7 +72,9 @@ class Timing:
 
 
 # The controlled clock can jump minutes; the real one must be slept through.
-FAKE_TIMING = Timing(lifetimes=(0, 1, 50, 300, 1_000, 5_000), ticks=(0, 0, 1, 49, 50, 300, 1_000, 6_000), lease=5_000)
+FAKE_TIMING = Timing(
+    lifetimes=(0, 1, 50, 300, 1_000, 5_000), ticks=(0, 0, 1, 49, 50, 200, 300, 1_000, 6_000), lease=5_000
+)
 REAL_TIMING = Timing(lifetimes=(0, 40, 100, 250), ticks=(0, 0, 0, 10, 30, 80), lease=150)
 POOLS = (Pool('one', 1), Pool('two', 2), Pool('three', 3), Pool('crowd', 200))
 
@@ -198,6 +201,16 @@ class Embedded:
             for k, z in alive.items()
         }
 
+    def held_for(self, pool: Pool) -> dict[str, float]:
+        """The waiters out of the queue that a freed slot is held for (reserve_waiter()), and when that ends (ms).
+
+        They are the queued waiters whose lease ends RESERVE_MS after they joined the queue;
+        a fair waiter's ends a full lease (5 s here) after its last try.
+        """
+        keys = pool_keys(PREFIX + pool.key)
+        queue, leases = self.backend._zsets.get(keys.queue, {}), self.backend._zsets.get(keys.leases, {})
+        return {w: leases[w] for w, us in queue.items() if leases.get(w) == us // 1000 + RESERVE_MS}
+
     def critical(self) -> list[float]:
         """The instants (ms) at which some reply would change: expiries of slots, leases, keys."""
         backend = self.backend
@@ -299,6 +312,7 @@ def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
 ) -> None:
     compared = 0
     named: Counter[str] = Counter()  # ops whose message named a waiter out of the queue
+    reserved: Counter[str] = Counter()  # what befell slots held for a named waiter
     for seed in range(FAKE_SEQUENCES):
         rng = random.Random(seed)
         ops = random_sequence(rng, FAKE_TIMING, rng.randrange(5, 40))
@@ -314,8 +328,18 @@ def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
                     embedded.us += op.number * 1000
                     continue
                 before = set(embedded.backend._zsets.get(pool_keys(PREFIX + op.pool.key).queue, {}))
+                held = embedded.held_for(op.pool)
                 for call in op.calls(FAKE_TIMING.lease):
                     expected, got = embedded.run(call), scripted.run(call)
+                    if op.kind == 'acquire' and op.slot in held:
+                        # The waiter a slot is held for takes it while the hold stands, unless
+                        # no slot was free (a leave holds one without seeing the slots).
+                        took = isinstance(got, list) and got[0] == 1
+                        full = isinstance(got, list) and got[1] >= op.pool.max_size
+                        reserved['taken' if took else 'missed'] += 1
+                        assert took or full or held[op.slot] <= embedded.ms, describe(seed, ops, at)
+                    elif op.kind == 'acquire' and any(until > embedded.ms for until in held.values()):
+                        reserved['others tried'] += 1  # another caller while a hold stands
                     assert got == expected, f'{call}\nscripts: {got}\nembedded: {expected}\n{describe(seed, ops, at)}'
                     compared += 1
                 got_messages, expected_messages = scripted.messages(), embedded.messages()
@@ -323,6 +347,10 @@ def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
                     f'scripts published {got_messages}\nembedded {expected_messages}\n{describe(seed, ops, at)}'
                 )
                 named[op.kind] += any(payload and payload not in before for _, payload in got_messages)
+                if op.kind == 'leave' and op.slot in held:
+                    reserved['left'] += 1
+                now_held = embedded.held_for(op.pool)
+                reserved['lapsed'] += any(until <= embedded.ms and w not in now_held for w, until in held.items())
                 keys = keys_of(op.pool)
                 assert scripted.state(keys) == embedded.state(keys), describe(seed, ops, at)
         finally:
@@ -332,6 +360,9 @@ def test_the_embedded_store_matches_the_scripts_on_fakeredis_at_every_ms(
     # that passes on a wake-up its waiter was named for.
     assert named['release'] >= FAKE_SEQUENCES // 10, named
     assert named['leave'] >= 1, named
+    # ... and what follows a hold: the named waiter takes its slot; other callers try while
+    # it stands; it lapses unused; the named waiter leaves instead.
+    assert min(reserved[k] for k in ('taken', 'others tried', 'lapsed', 'left')) >= 1, reserved
 
 
 @pytest.mark.skipif(LUA != '5.1', reason='this is the run on Lua 5.4')

@@ -20,7 +20,7 @@ import redis
 import redis.asyncio
 
 from py_cachify import Cachify, CachifyPoolFullError, init_cachify
-from py_cachify.ops import HEARD_POLL, acquire_call, leave_call, pool_keys, release_call
+from py_cachify.ops import HEARD_POLL, RESERVE_MS, Call, acquire_call, leave_call, pool_keys, release_call
 from py_cachify.scripts import source
 
 from .redis_server import RedisServer
@@ -60,6 +60,15 @@ def evalsha_calls(admin: redis.Redis) -> int:
 
 def leases(admin: redis.Redis, key: str) -> list[str]:
     return [m.decode() for m in admin.zrange(pool_keys(PREFIX + key).leases, 0, -1)]
+
+
+def queued(admin: redis.Redis, key: str) -> list[str]:
+    return [m.decode() for m in admin.zrange(pool_keys(PREFIX + key).queue, 0, -1)]
+
+
+def server_ms(admin: redis.Redis) -> int:
+    seconds, micros = admin.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def waiters(url: str, key: str, threads: int, go: Any) -> None:
@@ -147,8 +156,11 @@ def test_a_killed_named_waiter_holds_up_the_others_no_longer_than_their_fallback
         doomed.join()
         released = time.monotonic()
         holder.release()
-        # The dead waiter was named, and its lease taken: it is never named again.
-        assert named not in leases(admin, 'killed')
+        # The dead waiter was named, and the slot held for it a short while (RESERVE_MS): its
+        # lease ends with the hold, so it is never named again.
+        keys = pool_keys(PREFIX + 'killed')
+        assert admin.zrange(keys.queue, 0, -1) == [named.encode()]
+        assert (admin.zscore(keys.leases, named) or 0) <= server_ms(admin) + RESERVE_MS
         survivor.join(HEARD_POLL + TIMEOUT)
         took = time.monotonic() - released
         assert survivor.exitcode == 0
@@ -201,33 +213,114 @@ def messages(admin: redis.Redis, pubsub: redis.client.PubSub, channel: str) -> l
     raise AssertionError(f'the sentinel never arrived; got {got}')
 
 
-def test_releases_name_waiters_one_each_and_a_leaving_named_waiter_passes_it_on(admin: redis.Redis) -> None:
-    def run(call: Any) -> object:
+def script_runner(admin: redis.Redis) -> Any:
+    def run(call: Call) -> Any:
         return admin.register_script(source(call.script))(keys=call.keys, args=call.args)
 
+    return run
+
+
+def test_releases_name_waiters_one_each_and_a_leaving_named_waiter_passes_it_on(admin: redis.Redis) -> None:
+    run = script_runner(admin)
     channel = pool_keys(PREFIX + 'named').channel
     pubsub = admin.pubsub(ignore_subscribe_messages=True)
     try:
         pubsub.subscribe(channel)
-        assert run(acquire_call(PREFIX, 'named', 'h1', 2, 60_000))[0] == 1  # type: ignore[index]
-        assert run(acquire_call(PREFIX, 'named', 'h2', 2, 60_000))[0] == 1  # type: ignore[index]
+        assert run(acquire_call(PREFIX, 'named', 'h1', 2, 60_000))[0] == 1
+        assert run(acquire_call(PREFIX, 'named', 'h2', 2, 60_000))[0] == 1
         for waiter in ('w1', 'w2', 'w3'):
-            assert run(acquire_call(PREFIX, 'named', waiter, 2, 60_000, wait=True))[0] == 0  # type: ignore[index]
-        # Two quick releases wake two different waiters, the ones that tried first.
+            assert run(acquire_call(PREFIX, 'named', waiter, 2, 60_000, wait=True))[0] == 0
+        # Two quick releases wake two different waiters, the ones that tried first, and hold
+        # a slot for each (they join the queue for that while).
         assert run(release_call(PREFIX, 'named', 'h1', 2)) == 1
         assert run(release_call(PREFIX, 'named', 'h2', 2)) == 1
         assert messages(admin, pubsub, channel) == ['w1', 'w2']
-        assert leases(admin, 'named') == ['w3']
-        # w2 takes its slot; w1 gives up without trying for its own: its wake-up goes to w3.
-        assert run(acquire_call(PREFIX, 'named', 'w2', 2, 60_000, wait=True))[0] == 1  # type: ignore[index]
-        assert run(leave_call(PREFIX, 'named', 'w1')) == 0
+        assert queued(admin, 'named') == ['w1', 'w2']
+        # w2 takes its slot; w1 gives up without trying for its own: its slot is held for w3.
+        assert run(acquire_call(PREFIX, 'named', 'w2', 2, 60_000, wait=True))[0] == 1
+        assert run(leave_call(PREFIX, 'named', 'w1')) == 1
         assert messages(admin, pubsub, channel) == ['w3']
-        assert leases(admin, 'named') == []
+        assert queued(admin, 'named') == ['w3']
+        assert run(acquire_call(PREFIX, 'named', 'w3', 2, 60_000, wait=True))[0] == 1
+        assert leases(admin, 'named') == queued(admin, 'named') == []
         # A waiter that still holds its lease was not named since it tried: it passes nothing on.
-        assert run(acquire_call(PREFIX, 'named', 'w4', 1, 60_000, wait=True))[0] == 0  # type: ignore[index]
-        assert run(acquire_call(PREFIX, 'named', 'w5', 1, 60_000, wait=True))[0] == 0  # type: ignore[index]
+        assert run(acquire_call(PREFIX, 'named', 'w4', 2, 60_000, wait=True))[0] == 0
+        assert run(acquire_call(PREFIX, 'named', 'w5', 2, 60_000, wait=True))[0] == 0
         assert run(leave_call(PREFIX, 'named', 'w4')) == 0
         assert messages(admin, pubsub, channel) == []
         assert leases(admin, 'named') == ['w5']
+        # One whose lease is gone may have swallowed a slot: it holds one for w5, unseen by
+        # leave.lua that no slot is free (w2 and w3 hold both). w5 tries in vain and goes back
+        # out of the queue, on a full lease: it does not stay queued ahead of everyone.
+        assert run(leave_call(PREFIX, 'named', 'gone')) == 0
+        assert messages(admin, pubsub, channel) == ['w5']
+        assert queued(admin, 'named') == ['w5']
+        assert run(acquire_call(PREFIX, 'named', 'w5', 2, 60_000, wait=True))[0] == 0
+        assert queued(admin, 'named') == []
+        assert (admin.zscore(pool_keys(PREFIX + 'named').leases, 'w5') or 0) > server_ms(admin) + RESERVE_MS
     finally:
         pubsub.close()
+
+
+def test_a_release_holds_the_slot_for_the_waiter_it_names_until_the_hold_lapses(admin: redis.Redis) -> None:
+    # The releasing caller, or any other, that tries at once finds the slot held for the
+    # named waiter: without the hold it took the slot back before the named waiter, still
+    # being woken, could try (and an unfair crowd was never served: Jain's index 0.04).
+    run = script_runner(admin)
+    channel = pool_keys(PREFIX + 'held').channel
+    pubsub = admin.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(channel)
+        assert run(acquire_call(PREFIX, 'held', 'holder', 1, 60_000))[0] == 1
+        for waiter in ('w1', 'w2'):
+            assert run(acquire_call(PREFIX, 'held', waiter, 1, 60_000, wait=True))[0] == 0
+        assert run(release_call(PREFIX, 'held', 'holder', 1)) == 1
+        assert messages(admin, pubsub, channel) == ['w1']
+        # The holder again (waiting), another waiter, a `nowait` caller: all turned away.
+        assert run(acquire_call(PREFIX, 'held', 'holder', 1, 60_000, wait=True))[0] == 0
+        assert run(acquire_call(PREFIX, 'held', 'w2', 1, 60_000, wait=True))[0] == 0
+        assert run(acquire_call(PREFIX, 'held', 'other', 1, 60_000))[0] == 0
+        assert run(acquire_call(PREFIX, 'held', 'w1', 1, 60_000, wait=True))[0] == 1
+        assert queued(admin, 'held') == []
+        assert sorted(leases(admin, 'held')) == ['holder', 'w2']  # w1 waits no more
+
+        # w1's release holds the slot for the waiter that tried least recently: the holder,
+        # turned away above before w2 was. It never comes: once the hold lapses (on Redis's
+        # clock), the slot is anyone's again.
+        assert run(release_call(PREFIX, 'held', 'w1', 1)) == 1
+        assert messages(admin, pubsub, channel) == ['holder']
+        lapses = admin.zscore(pool_keys(PREFIX + 'held').leases, 'holder')
+        assert lapses is not None
+        assert lapses <= server_ms(admin) + RESERVE_MS
+        assert run(acquire_call(PREFIX, 'held', 'other', 1, 60_000))[0] == 0
+        wait_until(lambda: run(acquire_call(PREFIX, 'held', 'other', 1, 60_000))[0] == 1, what='the hold lapsed')
+        assert server_ms(admin) >= lapses
+        assert queued(admin, 'held') == []
+        assert leases(admin, 'held') == ['w2']  # the holder is gone with its hold: never named again
+    finally:
+        pubsub.close()
+
+
+def test_a_holder_that_releases_and_waits_again_at_once_lets_the_named_waiter_in_first(
+    admin: redis.Redis, cachify: Cachify
+) -> None:
+    pool = cachify.pool('barge', 1, nowait=False, timeout=TIMEOUT)
+    order: list[str] = []
+    lease = pool.acquire()
+
+    def wait_once() -> None:
+        with pool:
+            order.append('waiter')
+
+    waiter = threading.Thread(target=wait_once)
+    waiter.start()
+    try:
+        channel = pool_keys(PREFIX + 'barge').channel
+        wait_until(lambda: cachify.settings.backend.wakeups.heard(channel), what='the channel is heard')
+        wait_until(lambda: len(leases(admin, 'barge')) == 1, what='the waiter had its first try')
+        lease.release()
+        with pool:  # at once, as a loop of `with pool:` does
+            order.append('holder')
+    finally:
+        waiter.join(TIMEOUT)
+    assert order == ['waiter', 'holder']

@@ -11,7 +11,7 @@ from typing import get_args
 import pytest
 import redis
 
-from py_cachify.ops import Call, ScriptName, acquire_call, pool_keys, release_call
+from py_cachify.ops import RESERVE_MS, Call, ScriptName, acquire_call, pool_keys, release_call
 from py_cachify.scripts import source
 from tests.redis_server import RedisServer
 
@@ -97,16 +97,23 @@ def test_a_release_publishes_only_while_someone_waits(own_client: redis.Redis) -
         assert own_client.zrange(keys.leases, 0, -1) == [b'waiter']
         assert own_client.exists(keys.queue) == 0  # no place in the fair queue
         # The release names that waiter (one wake-up in the whole fleet, not one per process)
-        # and takes its lease, in the same command count as naming nobody would take plus two.
+        # and holds the slot for it: it joins the queue, and its lease ends with the hold, so
+        # a dead waiter is never named again. Naming it and taking its lease took 10 commands;
+        # holding the slot takes 13: ZADD to the queue and its PEXPIREAT, ZADD to the leases
+        # and their PEXPIREAT GT (PTTL before Redis 7) instead of the ZREM.
         reply, inside = commands_inside(own_client, release_call('cost-', 'waited', 'holder', 1))
         assert reply == 1
-        assert inside <= 10
+        assert inside <= 13
         assert messages_until_sentinel(own_client, pubsub, keys.channel) == [b'waiter']
-        assert own_client.exists(keys.leases) == 0  # named once: a dead waiter is never named again
+        assert own_client.zrange(keys.queue, 0, -1) == [b'waiter']
+        seconds, micros = own_client.time()
+        assert own_client.zscore(keys.leases, 'waiter') <= int(seconds) * 1000 + int(micros) // 1000 + RESERVE_MS
+        assert own_client.pttl(keys.queue) > 0  # the queue key lives as long as its latest lease
 
-        # Its acquire, once served, leaves no lease: the next release wakes nobody again.
+        # Its acquire, once served, leaves no lease nor queue place: the next release wakes
+        # nobody again.
         assert run(own_client, waiter)[0] == 1
-        assert own_client.exists(keys.leases) == 0
+        assert own_client.exists(keys.leases, keys.queue) == 0
         assert run(own_client, release_call('cost-', 'waited', 'waiter', 1)) == 1
         assert messages_until_sentinel(own_client, pubsub, keys.channel) == []
     finally:
@@ -118,8 +125,12 @@ def test_each_script_carries_only_the_library_parts_it_uses(own_client: redis.Re
     for name in get_args(ScriptName):
         own_client.script_load(source(name))  # it compiles
     assert 'local function publish' not in source('acquire')
-    assert 'local function cover' not in source('release')
-    assert 'local function cover' not in source('leave')
-    assert 'local function name_waiter' in source('leave')  # it passes on a wake-up it may have had
+    assert 'local function keep_ttl' not in source('leave')
+    assert 'local function live_count' not in source('leave')
+    # Release and leave hold a slot for the waiter they name, for as long as the embedded
+    # store holds it.
+    for name in ('release', 'leave'):
+        assert 'local function reserve_waiter' in source(name)
+        assert f'local RESERVE_MS = {RESERVE_MS}\n' in source(name)
     assert 'local function publish' in source('release')
     assert 'local function live_after_drop' in source('acquire')

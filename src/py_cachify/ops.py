@@ -26,6 +26,7 @@ __all__ = [
     'MAX_SECONDS',
     'PURGE_BATCH',
     'QUEUE_LEASE_MS',
+    'RESERVE_MS',
     'UNSET',
     'WAIT_LEASE_MS',
     'Attempt',
@@ -103,8 +104,9 @@ _ACQUIRED, _ALREADY_HELD, _NOT_ACQUIRED, _NO_CLOCK = 1, 2, 0, -1
 # try renews it, so every waiter tries again well before: only a dead one ever lapses.
 # - Queued (fair=True): a dead waiter at the head of the queue holds up those behind it until
 #   its lease lapses, so leases are short, and renewed by a poll every FALLBACK_POLL.
-# - Out of the queue (fair=False): a release names one such waiter and takes its lease, so a
-#   dead one is named once and holds up nobody but for the time until another waiter tries.
+# - Out of the queue (fair=False): a release names one such waiter, holds the freed slot for
+#   it for RESERVE_MS, and cuts its lease to that, so a dead one is named once and holds up the
+#   others until another waiter tries after the hold.
 #   While a subscription hears the channel, a message is not lost: these waiters poll every
 #   HEARD_POLL only (most hand-overs then take one try), and their lease outlives it well.
 #   While none hears it (not confirmed yet, refused, reconnecting) they poll every FALLBACK_POLL.
@@ -112,6 +114,9 @@ QUEUE_LEASE_MS = 5_000
 FALLBACK_POLL = 1.0
 WAIT_LEASE_MS = 15_000
 HEARD_POLL = 5.0
+# A freed slot that a release names a waiter out of the queue for is held for that waiter
+# this long (lua/_lib.lua's RESERVE_MS, which explains the figure; the embedded store uses this).
+RESERVE_MS = 200
 
 # The scripts do bounded work per call: purge drops at most this many expired slots per
 # call (pool.purge() repeats it), holders lists at most this many slots unless told more.

@@ -83,7 +83,11 @@ class pool:
     a `Lease` to release from anywhere. When the pool is full it raises
     `CachifyPoolFullError` at once (`nowait=True`, the default), or waits for a release up
     to `timeout` seconds (`nowait=False`; `timeout=None` waits as long as it takes). With
-    `fair=True` (waiting pools only) waiters get slots in the order they arrived.
+    `fair=True` (waiting pools only) waiters get slots in the order they arrived. Without
+    it, a release wakes one waiter, the one that tried least recently, and holds the freed
+    slot for it for up to 0.2 s (`RESERVE_MS`): meanwhile every other caller, `nowait` ones
+    too, counts that slot as taken, so a caller that releases and at once acquires again
+    does not take it back from under the waiter being woken.
     `shed_at=0.8` admits only while fewer than 80% of `max_size` slots are held, decided
     atomically inside the acquire: load shedding without a check-then-act race.
 

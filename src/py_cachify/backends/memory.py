@@ -10,7 +10,7 @@ from collections.abc import Callable
 from ..errors import CachifyInitError
 from ..giveback import GiveBacks
 from ..notify import Wakeups
-from ..ops import Call
+from ..ops import RESERVE_MS, Call
 
 __all__ = ['MemoryBackend']
 
@@ -119,6 +119,8 @@ class MemoryBackend:
                 if rank is None:
                     self._zset(queue)[slot] = now_us
                 self._expiry[queue] = now + int(lease)
+            elif rank is not None:
+                self._zrem(queue, slot)
             self._zset(leases)[slot] = self._expiry[leases] = now + int(lease)
         nearest = min((exp for exp in self._zsets.get(slots, {}).values() if exp > now), default=_INF)
         return [0, live, -1 if nearest == _INF else int(nearest - now)], None
@@ -140,9 +142,9 @@ class MemoryBackend:
         free = int(max_size) - self._live_count(slots, now)
         owed = ''
         waiting = self._ordered(queue)
-        if not waiting:
-            owed = self._name_waiter(leases, now)
-        elif 1 <= free <= len(waiting):
+        if free > len(waiting):
+            owed = self._reserve_waiter(queue, leases, len(waiting), now, now_us)
+        elif free >= 1:
             waiter = waiting[free - 1][1]
             lapses = self._score(leases, waiter)
             if lapses is not None and lapses > now:
@@ -152,13 +154,14 @@ class MemoryBackend:
     def _leave(
         self, now_us: int, now: int, queue: str, leases: str, slot: str, channel: str
     ) -> tuple[object, tuple[str, str] | None]:
-        if self._zrem(queue, slot):
-            self._zrem(leases, slot)
-            return 1, (channel, '')
-        if self._zrem(leases, slot) or queue in self._zsets:
+        queued = int(self._zrem(queue, slot))
+        leased = self._zrem(leases, slot)
+        if queue in self._zsets:
+            return queued, (channel, '') if queued else None
+        if not queued and leased:
             return 0, None
-        named = self._name_waiter(leases, now)
-        return 0, (channel, named) if named else None
+        named = self._reserve_waiter(queue, leases, 0, now, now_us)
+        return queued, (channel, named) if named else None
 
     def _extend(self, now_us: int, now: int, slots: str, slot: str, ttl: int | str) -> tuple[object, None]:
         expiry = self._score(slots, slot)
@@ -271,12 +274,17 @@ class MemoryBackend:
             self._zrem(queue, gone)
             self._zrem(leases, gone)
 
-    def _name_waiter(self, leases: str, now: int) -> str:
-        live = [waiter for until, waiter in self._ordered(leases) if until > now]
-        if not live:
-            return ''
-        self._zrem(leases, live[0])
-        return live[0]
+    def _reserve_waiter(self, queue: str, leases: str, queued: int, now: int, now_us: int) -> str:
+        live = [waiter for until, waiter in self._ordered(leases) if until > now][: min(queued + 1, _BATCH)]
+        for waiter in live:
+            if queued == 0 or self._score(queue, waiter) is None:
+                until = now + RESERVE_MS  # _lib.lua's RESERVE_MS
+                self._zset(queue)[waiter] = now_us
+                self._cover(queue, until, queued)
+                self._zset(leases)[waiter] = until
+                self._cover(leases, until, 1)
+                return waiter
+        return ''
 
     # -- the parts of Redis the scripts rely on: sorted sets that vanish when empty or expired
 
