@@ -78,8 +78,10 @@ if mode ~= '0' then
     -- back of the leases, rather than stay queued on a long lease ahead of everyone.
     redis.call('ZREM', queue, slot)
   end
+  -- The leases key's life only rises: a fair waiter's short lease must not cut short those
+  -- of waiters out of the queue on the same pool (cover() in _lib.lua; alone, it sets it).
   redis.call('ZADD', leases, now + lease, slot)
-  redis.call('PEXPIREAT', leases, now + lease)
+  cover(leases, now + lease, redis.call('ZCARD', leases) - 1, now)
 end
 local nearest = redis.call('ZRANGEBYSCORE', slots, '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)[2]
 local wait = -1

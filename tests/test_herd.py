@@ -24,6 +24,7 @@ from py_cachify.ops import HEARD_POLL, RESERVE_MS, Call, acquire_call, leave_cal
 from py_cachify.scripts import source
 
 from .redis_server import RedisServer
+from .test_redis_model import expire_time_ms
 from .waiting import TIMEOUT, await_until, wait_until
 
 PREFIX = 'herd-'
@@ -324,3 +325,16 @@ def test_a_holder_that_releases_and_waits_again_at_once_lets_the_named_waiter_in
     finally:
         waiter.join(TIMEOUT)
     assert order == ['waiter', 'holder']
+
+
+def test_a_fair_waiter_does_not_cut_short_the_leases_of_waiters_out_of_the_queue(admin: redis.Redis) -> None:
+    # Fair and unfair pools on one key: the fair try's 5 s lease came after the unfair one's
+    # 15 s lease and used to set the leases key to lapse first, taking the unfair lease with it.
+    run = script_runner(admin)
+    keys = pool_keys(PREFIX + 'mixed')
+    assert run(acquire_call(PREFIX, 'mixed', 'h', 1, 60_000))[0] == 1
+    assert run(acquire_call(PREFIX, 'mixed', 'unfair', 1, 60_000, wait=True))[0] == 0
+    assert run(acquire_call(PREFIX, 'mixed', 'fair', 1, 60_000, queue=True, wait=True))[0] == 0
+    unfair_lapses = admin.zscore(keys.leases, 'unfair')
+    assert unfair_lapses is not None
+    assert expire_time_ms(admin, keys.leases) >= unfair_lapses

@@ -121,7 +121,8 @@ class MemoryBackend:
                 self._expiry[queue] = now + int(lease)
             elif rank is not None:
                 self._zrem(queue, slot)
-            self._zset(leases)[slot] = self._expiry[leases] = now + int(lease)
+            self._zset(leases)[slot] = now + int(lease)
+            self._cover(leases, now + int(lease), len(self._zsets[leases]) - 1)
         nearest = min((exp for exp in self._zsets.get(slots, {}).values() if exp > now), default=_INF)
         return [0, live, -1 if nearest == _INF else int(nearest - now)], None
 
