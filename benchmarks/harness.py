@@ -82,6 +82,15 @@ class Timings:
         return percentile(self.durations_ns, q) / 1000
 
 
+def reap(workers: list[Any], timeout: float) -> None:
+    """Join our own worker processes; kill (and join) any still running after `timeout` each."""
+    for worker in workers:
+        worker.join(timeout=timeout)
+        if worker.is_alive():
+            worker.kill()  # our own child, stuck past its deadline
+            worker.join()
+
+
 def percentile(values: list[int], q: float) -> float:
     """Nearest-rank percentile: a value that was actually observed."""
     ordered = sorted(values)

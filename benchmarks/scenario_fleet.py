@@ -44,7 +44,7 @@ from collections import Counter
 from typing import Any
 
 import redis
-from harness import GRACE_S, Config, Result
+from harness import GRACE_S, Config, Result, reap
 
 from py_cachify import CachifyPoolFullError, init_cachify, pool
 
@@ -197,11 +197,7 @@ def fleet(cfg: Config) -> Result:
         for mine, _ in pipes:
             with contextlib.suppress(OSError):  # that worker is gone already
                 mine.send(('stop',))
-        for worker in workers:
-            worker.join(timeout=GRACE_S)
-            if worker.is_alive():
-                worker.kill()  # our own child, stuck
-                worker.join()
+        reap(workers, GRACE_S)
         admin.close()
     result.metrics['foreign_calls'] = sum(
         result.info[f'{layout}.p{n}']['foreign_calls'] for layout in LAYOUTS for n in COUNTS

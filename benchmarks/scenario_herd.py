@@ -29,7 +29,7 @@ from collections import Counter
 from typing import Any
 
 import redis
-from harness import GRACE_S, Config, Result
+from harness import GRACE_S, Config, Result, reap
 
 from py_cachify import CachifyPoolFullError, init_cachify
 
@@ -154,11 +154,7 @@ def run_fleet(cfg: Config, label: str, processes: int, threads: int, fair: bool,
                 raise RuntimeError(f'{label}: a waiting process stopped answering')
             reports.append(mine.recv())
     finally:
-        for worker in workers:
-            worker.join(timeout=GRACE_S)
-            if worker.is_alive():
-                worker.kill()  # our own child, stuck
-                worker.join()
+        reap(workers, GRACE_S)
         admin.close()
     acquired = [n for report in reports for n in report['acquired']]
     tries = Counter()

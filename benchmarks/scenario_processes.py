@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 from typing import Any
 
 import redis
 import redis.connection
-from harness import GRACE_S, HOLD_S, RETRY_S, Config, Result, sync_pair
+from harness import GRACE_S, HOLD_S, RETRY_S, Config, Result, reap, sync_pair
 
 from py_cachify import CachifyPoolFullError, init_cachify, pool
 
@@ -31,7 +32,10 @@ def process_worker(
     """One process: enter, hold, leave, for `seconds`; counts holders outside the pool."""
     init_cachify(sync_client=redis.Redis.from_url(url))
     p = pool(key=key, max_size=PROCESS_POOL)
-    sync_pair(p)()  # connect and load the scripts before the common start
+    # Connect and load the scripts before the common start. The others warm up at the same
+    # time and may hold both slots: a "full" answer has connected and loaded them too.
+    with contextlib.suppress(CachifyPoolFullError):
+        sync_pair(p)()
     barrier.wait()
     deadline = time.perf_counter() + seconds
     enters = full = 0
@@ -71,11 +75,7 @@ def processes(cfg: Config) -> Result:
     for worker in workers:
         worker.start()
     barrier.wait(timeout=60)
-    for worker in workers:
-        worker.join(timeout=cfg.load_seconds + GRACE_S)
-        if worker.is_alive():
-            worker.kill()  # our own child, stuck past its deadline
-            worker.join()
+    reap(workers, cfg.load_seconds + GRACE_S)
     failed = sum(1 for worker in workers if worker.exitcode != 0)
     return Result(
         metrics={
