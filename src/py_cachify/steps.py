@@ -52,7 +52,6 @@ def run(
 ) -> R:
     """Run `flow` from sync code; its wake-up is registered only if it asks to listen."""
     woken: threading.Event | None = None  # most flows never wait: nothing is made for them
-    heard = partial(backend.wakeups.heard, channel)
     try:
         step = next(flow)
         while True:
@@ -65,7 +64,7 @@ def run(
                 reply = None
             elif isinstance(step, Wait):
                 assert woken is not None
-                woken.wait(step.timeout(heard))
+                woken.wait(step.timeout(partial(backend.wakeups.heard, channel)))
                 woken.clear()  # before the next try: a message after it sets it again
                 reply = None
             else:
@@ -84,7 +83,6 @@ async def arun(
 ) -> R:
     """`run` for asyncio."""
     woken: asyncio.Event | None = None
-    heard = partial(backend.wakeups.heard, channel)
     try:
         step = next(flow)
         while True:
@@ -99,7 +97,8 @@ async def arun(
                 assert woken is not None
                 # Not wait_for(): before 3.12 it swallows a cancellation that lands as the
                 # event is set. The timer just sets the event; the next try sorts it out.
-                timer = asyncio.get_running_loop().call_later(step.timeout(heard), woken.set)
+                seconds = step.timeout(partial(backend.wakeups.heard, channel))
+                timer = asyncio.get_running_loop().call_later(seconds, woken.set)
                 try:
                     await woken.wait()
                 finally:
