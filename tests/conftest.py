@@ -47,6 +47,21 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    """A redis-server of this test's own: it may be killed, paused, frozen or locked down."""
+    with RedisServer() as own:
+        yield own
+
+
+@pytest.fixture
+def admin(server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain client of the test's own server, for the test's own checks and faults."""
+    client = redis.Redis(port=server.port)
+    yield client
+    client.close()
+
+
 @pytest.fixture(scope='session')
 def cluster_url() -> Iterator[str]:
     """A three-node Redis Cluster this session starts on free ports and stops."""

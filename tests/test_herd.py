@@ -32,18 +32,10 @@ ctx = multiprocessing.get_context('spawn')
 
 
 @pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as own:
-        yield own
-
-
-@pytest.fixture
-def admin(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=server.port)
+def admin(admin: redis.Redis) -> redis.Redis:
     for name in ('acquire', 'release', 'leave'):
-        client.script_load(source(name))  # no NOSCRIPT round trip lands inside a count
-    yield client
-    client.close()
+        admin.script_load(source(name))  # no NOSCRIPT round trip lands inside a count
+    return admin
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -23,14 +23,6 @@ from .redis_server import RedisServer
 from .waiting import await_until, wait_until
 
 SOCKET_TIMEOUT = 0.5
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-        assert server.process is not None
-        os.kill(server.process.pid, signal.SIGCONT)  # never leave it frozen for the teardown
 
 
 @pytest.fixture

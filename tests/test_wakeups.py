@@ -11,7 +11,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -41,20 +41,6 @@ _prefixes = iter(range(1_000_000))
 def no_fallback_poll(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the safety-net poll too slow to matter: only a message (or expiry) wakes a waiter."""
     monkeypatch.setattr(sys.modules['py_cachify.pool'], 'FALLBACK_POLL', 60.0)
-
-
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    """A redis-server of this test's own: it may be killed, paused or locked down."""
-    with RedisServer() as own:
-        yield own
-
-
-@pytest.fixture
-def admin(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=server.port)
-    yield client
-    client.close()
 
 
 @pytest.fixture
