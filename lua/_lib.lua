@@ -128,11 +128,18 @@ local function reserve_waiter(queue, leases, queued, now, now_us)
   return ''
 end
 
--- Announce `message` on a wake-up channel. `sharded` is the script's optional "sharded"
--- argument: '1' on a Redis >= 7 Cluster, where SPUBLISH reaches only the nodes of the
--- channel's shard instead of being broadcast to every node; else PUBLISH (Redis 6.2,
--- standalone, Sentinel). The channel shares the keys' hash tag, so it is in their slot.
+-- A slot id begins with this many characters naming its process's mailbox (mailbox.py).
+local MAILBOX = 2
+
+-- Announce `message` on a wake-up channel. A message naming a waiter goes to the mailbox
+-- of the waiter's process, `channel:` and the id's first MAILBOX characters, so only that
+-- process wakes; '' (any waiter may try) goes to `channel`, which every waiting process
+-- hears. `sharded` is the script's optional "sharded" argument: '1' on a Redis >= 7
+-- Cluster, where SPUBLISH reaches only the nodes of the channel's shard instead of being
+-- broadcast to every node; else PUBLISH (Redis 6.2, standalone, Sentinel). The channels
+-- share the keys' hash tag, so they are in their slot.
 local function publish(channel, message, sharded)
+  if message ~= '' then channel = channel .. ':' .. string.sub(message, 1, MAILBOX) end
   redis.call(sharded == '1' and 'SPUBLISH' or 'PUBLISH', channel, message)
 end
 

@@ -20,6 +20,7 @@ import redis
 import redis.asyncio
 
 from py_cachify import Cachify, CachifyPoolFullError, init_cachify
+from py_cachify.mailbox import addressed
 from py_cachify.ops import HEARD_POLL, RESERVE_MS, Call, acquire_call, leave_call, pool_keys, release_call
 from py_cachify.scripts import source
 
@@ -192,7 +193,11 @@ async def test_a_cancelled_unfair_waiter_leaves_the_leases(server: RedisServer, 
 
 
 def messages(admin: redis.Redis, pubsub: redis.client.PubSub, channel: str) -> list[str]:
-    """What was published on `channel` so far (a sentinel marks the end)."""
+    """What was published for `channel` so far, `pubsub` subscribed with `hear_all()`.
+
+    A sentinel marks the end. Each message must have come where the scripts send it: one
+    naming a waiter to the mailbox its id begins with, '' to the channel itself.
+    """
     admin.publish(channel, 'sentinel')
     got: list[str] = []
     deadline = time.monotonic() + TIMEOUT
@@ -202,8 +207,15 @@ def messages(admin: redis.Redis, pubsub: redis.client.PubSub, channel: str) -> l
             continue
         if message['data'] == b'sentinel':
             return got
-        got.append(message['data'].decode())
+        payload = message['data'].decode()
+        assert message['channel'].decode() == addressed(channel, payload), message
+        got.append(payload)
     raise AssertionError(f'the sentinel never arrived; got {got}')
+
+
+def hear_all(pubsub: redis.client.PubSub, channel: str) -> None:
+    """Subscribe `pubsub` to `channel` and every mailbox on it (see py_cachify.mailbox)."""
+    pubsub.psubscribe(channel + '*')
 
 
 def script_runner(admin: redis.Redis) -> Any:
@@ -218,7 +230,7 @@ def test_releases_name_waiters_one_each_and_a_leaving_named_waiter_passes_it_on(
     channel = pool_keys(PREFIX + 'named').channel
     pubsub = admin.pubsub(ignore_subscribe_messages=True)
     try:
-        pubsub.subscribe(channel)
+        hear_all(pubsub, channel)
         assert run(acquire_call(PREFIX, 'named', 'h1', 2, 60_000))[0] == 1
         assert run(acquire_call(PREFIX, 'named', 'h2', 2, 60_000))[0] == 1
         for waiter in ('w1', 'w2', 'w3'):
@@ -263,7 +275,7 @@ def test_a_release_holds_the_slot_for_the_waiter_it_names_until_the_hold_lapses(
     channel = pool_keys(PREFIX + 'held').channel
     pubsub = admin.pubsub(ignore_subscribe_messages=True)
     try:
-        pubsub.subscribe(channel)
+        hear_all(pubsub, channel)
         assert run(acquire_call(PREFIX, 'held', 'holder', 1, 60_000))[0] == 1
         for waiter in ('w1', 'w2'):
             assert run(acquire_call(PREFIX, 'held', waiter, 1, 60_000, wait=True))[0] == 0

@@ -257,7 +257,7 @@ def test_releasing_an_expired_slot_answers_not_held_and_wakes_nobody(redis_clien
     keys = pool_keys('model-lapsed')
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     try:
-        pubsub.subscribe(keys.channel)
+        pubsub.psubscribe(keys.channel + '*')  # the channel, and every mailbox on it
         redis_client.zadd(keys.slots, {'late': 1_000, 'live': server_ms(redis_client) + 60_000})
         redis_client.zadd(keys.leases, {'waiter': server_ms(redis_client) + 60_000})  # someone waits
         # Its expiry already freed the place: a release now is no release (Lease.release()
@@ -280,7 +280,7 @@ def test_a_release_never_names_a_waiter_whose_queue_lease_ran_out(redis_client: 
     keys = pool_keys('model-gone')
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     try:
-        pubsub.subscribe(keys.channel)
+        pubsub.psubscribe(keys.channel + '*')  # the channel, and every mailbox on it
         now = server_ms(redis_client)
         run(redis_client, acquire_call('model-', 'gone', 'holder', 1, 60_000))
         # 150 dead waiters ahead of a live one: more than one batch (100) of them.

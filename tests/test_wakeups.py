@@ -23,6 +23,7 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from py_cachify import Cachify, CachifyBackendError, CachifyPoolFullError, init_cachify, notify, subscription
+from py_cachify.mailbox import TOKEN_CHARS, mailbox, new_slot_id
 from py_cachify.notify import Wakeups
 from py_cachify.ops import pool_keys
 from py_cachify.subscription import State, Subscriptions
@@ -131,6 +132,56 @@ async def pubsub_p50(cachify: Cachify, key: str, kind: str, rounds: int = 5) -> 
 
 def wakeup_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.levelno == level and 'wake-ups' in r.getMessage()]
+
+
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('kind', KINDS)
+async def test_a_release_naming_a_waiter_reaches_its_process_s_mailbox_only(
+    make: Callable[..., Cachify], admin: redis.Redis, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a message can wake the waiter in time: its polls are a minute apart.
+    monkeypatch.setattr(sys.modules['py_cachify.pool'], 'HEARD_POLL', 60.0)
+    cachify = make(kind)
+    channel = channel_of(cachify, 'addressed')
+    # Another process, as the channel sees it: subscribed to the pool's channel only.
+    other = admin.pubsub(ignore_subscribe_messages=True)
+    other.subscribe(channel)
+    try:
+        latency = await hand_over(cachify, 'addressed', kind, timeout=30.0)
+        assert admin.pubsub_numsub(mailbox(channel)) == [(mailbox(channel).encode(), 1)]
+        admin.publish(channel, 'sentinel')
+        heard = []
+        deadline = time.monotonic() + 30
+        while b'sentinel' not in heard:
+            assert time.monotonic() < deadline, f'the sentinel never arrived; got {heard}'
+            if (message := other.get_message(timeout=0.5)) is not None:
+                heard.append(message['data'])
+        assert heard == [b'sentinel']  # the release named the waiter to its own mailbox only
+        print(f'\nhand-over through the mailbox ({kind}): {latency * 1000:.1f} ms')
+    finally:
+        other.close()
+
+
+def _mailbox_in_child(conn: multiprocessing.connection.Connection) -> None:
+    conn.send((mailbox('ch'), new_slot_id()[:TOKEN_CHARS]))
+
+
+def test_a_forked_child_has_a_mailbox_of_its_own() -> None:
+    ctx = multiprocessing.get_context('fork')
+    parent_end, child_end = ctx.Pipe()
+    process = ctx.Process(target=_mailbox_in_child, args=(child_end,))
+    process.start()
+    try:
+        assert parent_end.poll(30), 'the child did not answer'
+        box, token = parent_end.recv()
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert box == f'ch:{token}'  # its slot ids begin with its own token
+    assert box != mailbox('ch')
+    assert new_slot_id()[:TOKEN_CHARS] == mailbox('ch')[-TOKEN_CHARS:]
 
 
 @pytest.mark.parametrize('kind', KINDS)
@@ -416,14 +467,18 @@ def test_the_subscription_state_machine(monkeypatch: pytest.MonkeyPatch, caplog:
     machine = Subscriptions(wakeups, clock=lambda: now[0])
     assert machine.request('ch')
     assert not machine.request('ch')  # asked once, however many waiters ask
+    box = mailbox('ch')  # a waiter's request subscribes the channel and this process's mailbox on it
     plan = machine.plan()
-    assert (plan.connect, plan.refresh, plan.subscribe) == (True, False, ['ch'])
-    assert machine.state('ch') is State.SENT
+    assert (plan.connect, plan.refresh, plan.subscribe) == (True, False, ['ch', box])
+    assert machine.state('ch') is machine.state(box) is State.SENT
     machine.connected()
     assert machine.plan().subscribe == []  # sent already: not again
     machine.confirmed('ch')
     assert machine.state('ch') is State.SUBSCRIBED
-    assert woken == ['w1']  # confirming wakes the channel's waiters once
+    assert (woken, wakeups.heard('ch')) == ([], False)  # a named message could still be lost
+    machine.confirmed(box)
+    assert wakeups.heard('ch')
+    assert woken == ['w1']  # confirming both wakes the channel's waiters once
 
     with caplog.at_level(logging.INFO, logger='py_cachify'):
         for delay in (0.025, 0.05, 0.1, 0.2, 0.4, 0.5, 0.5):
@@ -434,8 +489,9 @@ def test_the_subscription_state_machine(monkeypatch: pytest.MonkeyPatch, caplog:
             assert plan.wait == pytest.approx(delay)  # backs off, up to 0.5 s
             now[0] += delay
             plan = machine.plan()
-            assert (plan.connect, plan.refresh, plan.subscribe) == (True, True, ['ch'])
+            assert (plan.connect, plan.refresh, plan.subscribe) == (True, True, ['ch', box])
         machine.connected()
+        machine.confirmed(box)
         machine.confirmed('ch')
     assert [r.levelname for r in caplog.records] == ['WARNING', 'INFO']  # once per outage
     assert woken == ['w1', 'w1']
@@ -447,7 +503,7 @@ def test_the_subscription_state_machine(monkeypatch: pytest.MonkeyPatch, caplog:
     monkeypatch.setattr(notify, 'IDLE_UNSUBSCRIBE', -1.0)
     now[0] += notify.IDLE_UNSUBSCRIBE + 60
     plan = machine.plan()
-    assert machine.state('ch') is None
+    assert machine.state('ch') is machine.state(box) is None
     assert (plan.connect, plan.wait) == (False, None)
 
     machine.close()
@@ -478,7 +534,7 @@ def test_the_state_machine_pings_and_gives_up_on_a_silent_connection(caplog: pyt
     assert machine.state('ch') is State.REQUESTED
     assert 'stopped answering PING' in caplog.text
     now[0] += 1
-    assert machine.plan().subscribe == ['ch']
+    assert machine.plan().subscribe == ['ch', mailbox('ch')]
 
 
 class SilentProxy:

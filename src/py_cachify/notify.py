@@ -2,9 +2,10 @@
 
 A release publishes, atomically with it, the id of the one waiter it wakes in the whole
 fleet (the queued waiter the freed slot is owed to, else one waiter out of the queue), or ''
-when any waiter may take it. One subscriber connection per backend (see `subscribers`)
-receives them for all the waiters of the process, so hundreds of waiting tasks cost one
-connection, not hundreds. The subscribers also say here which channels they hear, so a
+when any waiter may take it; a named one comes to the mailbox of the waiter's process
+(see `mailbox`), which is subscribed beside the channel. One subscriber connection per
+backend (see `subscribers`) receives them for all the waiters of the process, so hundreds
+of waiting tasks cost one connection, not hundreds. The subscribers also say here which channels they hear, so a
 waiter knows whether it may rely on a message (and poll seldom) or must poll.
 """
 
@@ -16,6 +17,8 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+
+from .mailbox import mailbox, pool_channel
 
 __all__ = ['IDLE_UNSUBSCRIBE', 'Wakeups']
 
@@ -45,12 +48,13 @@ class Wakeups:
         _live.add(self)
 
     def heard(self, channel: str) -> bool:
-        """Whether messages on `channel` reach this process now: a subscription to it is confirmed, not failed since."""
+        """Whether messages for `channel` reach this process now: subscriptions to it and to this
+        process's mailbox on it are confirmed, not failed since."""
         with self._lock:
-            return self._direct or channel in self._heard
+            return self._direct or (channel in self._heard and mailbox(channel) in self._heard)
 
     def hear(self, channel: str, on: bool) -> None:
-        """A subscription to `channel` started (`on`) or stopped delivering its messages."""
+        """A subscription to `channel` (or a mailbox) started (`on`) or stopped delivering its messages."""
         with self._lock:
             count = self._heard.get(channel, 0) + (1 if on else -1)
             if count > 0:
@@ -74,7 +78,11 @@ class Wakeups:
             self._last_used[channel] = time.monotonic()
 
     def deliver(self, channel: str, payload: str) -> None:
-        """Wake the waiter a message names, or the longest-waiting one when it names none."""
+        """Wake the waiter a message names, or the longest-waiting one when it names none.
+
+        `channel` is where it came: a wake-up channel, or this process's mailbox on one.
+        """
+        channel = pool_channel(channel)
         with self._lock:
             waiters = self._waiters.get(channel)
             if not waiters:
@@ -84,25 +92,26 @@ class Wakeups:
             _call(wake)
 
     def wake_all(self, channel: str) -> None:
-        """Wake every waiter of `channel` once: messages may have been missed until now."""
+        """Wake every waiter of `channel` (or of a mailbox's channel) once: messages may have been missed."""
+        channel = pool_channel(channel)
         with self._lock:
             wakes = list(self._waiters.get(channel, {}).values())
         for wake in wakes:
             _call(wake)
 
     def waiting(self, channel: str) -> bool:
-        """Whether some waiter is registered on `channel` now."""
+        """Whether some waiter is registered on `channel` (or on the channel of a mailbox) now."""
         with self._lock:
-            return channel in self._waiters
+            return pool_channel(channel) in self._waiters
 
     def idle(self) -> list[str]:
-        """Channels with no waiter for a while: to unsubscribe (and forget)."""
+        """Channels with no waiter for a while, and this process's mailboxes on them: to unsubscribe (and forget)."""
         cutoff = time.monotonic() - IDLE_UNSUBSCRIBE
         with self._lock:
             idle = [c for c, used in self._last_used.items() if used < cutoff and c not in self._waiters]
             for channel in idle:
                 del self._last_used[channel]
-        return idle
+        return [name for channel in idle for name in (channel, mailbox(channel))]
 
     def _after_fork(self) -> None:
         # Only the forking thread lives on in the child: the other threads' waiters are

@@ -7,16 +7,15 @@ same raw reply, and the functions below turn it into a result or an exception, o
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import hashlib
 import math
-import os
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from .errors import CachifyBackendError
+from .mailbox import new_slot_id
 
 __all__ = [
     'FALLBACK_POLL',
@@ -257,16 +256,6 @@ def pool_keys(name: str) -> PoolKeys:
     tag = hashlib.sha1(name.encode()).hexdigest() if '}' in name else name
     base = f'{{{tag}}}' if tag == name else f'{{{tag}}}{name}'
     return PoolKeys(slots=f'{base}:slots', queue=f'{base}:queue', leases=f'{base}:leases', channel=f'{base}:released')
-
-
-def new_slot_id() -> str:
-    """A fresh random slot id: 72 bits in 12 URL-safe base64 characters, so two holders never share one.
-
-    Twelve characters, not sixteen hex digits: a sorted set past 128 members keeps each id in
-    an allocation of its own, and 12 fit the 16-byte size class where 16 took 32 (about 15 B
-    less per live slot; benchmarks/cost.py measures it).
-    """
-    return base64.urlsafe_b64encode(os.urandom(9)).decode()
 
 
 def acquire_call(

@@ -1,12 +1,14 @@
 """The wake-up subscription state machine: what one subscriber connection must do next, no I/O.
 
-Per channel: REQUESTED (a waiter asked; not sent, or sent on a connection that was lost)
--> SENT (SUBSCRIBE written) -> SUBSCRIBED (the server confirmed) -> REQUESTED again when
-the connection is lost. A channel nobody waited on for `notify.IDLE_UNSUBSCRIBE` seconds is
-unsubscribed and forgotten. Entering SUBSCRIBED wakes the channel's waiters once, so a
-release published before the subscription took effect is never waited out. Entering and
+A waiter's request subscribes two channels: its pool's, and this process's mailbox on it
+(see `mailbox`). Per channel: REQUESTED (a waiter asked; not sent, or sent on a connection
+that was lost) -> SENT (SUBSCRIBE written) -> SUBSCRIBED (the server confirmed) ->
+REQUESTED again when the connection is lost. A channel nobody waited on for
+`notify.IDLE_UNSUBSCRIBE` seconds is unsubscribed and forgotten, with its mailbox. Once a
+channel and its mailbox are both SUBSCRIBED, the channel's waiters are woken once, so a
+release published before the subscriptions took effect is never waited out. Entering and
 leaving SUBSCRIBED is reported to `notify.Wakeups.hear`: a waiter polls seldom only while
-some subscription hears its channel.
+some subscription hears its channel and mailbox.
 
 Every `CHECK_EVERY` seconds the shell wakes even when nothing happens: to drop idle
 channels, and to PING the connection; a PING still unanswered at the next check means the
@@ -26,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .mailbox import mailbox, pool_channel
 from .notify import Wakeups
 
 __all__ = ['CHECK_EVERY', 'Plan', 'State', 'Subscriptions']
@@ -89,11 +92,16 @@ class Subscriptions:
             return self._channels.get(channel)
 
     def request(self, channel: str) -> bool:
-        """A waiter wants messages on `channel`; True if the shell has something new to do."""
+        """A waiter wants messages for `channel`: on it, and in this process's mailbox on it.
+
+        True if the shell has something new to do.
+        """
         with self._lock:
-            if self._closed or channel in self._channels:
+            new = [name for name in (channel, mailbox(channel)) if name not in self._channels]
+            if self._closed or not new:
                 return False
-            self._channels[channel] = State.REQUESTED
+            for name in new:
+                self._channels[name] = State.REQUESTED
             return True
 
     def plan(self) -> Plan:
@@ -143,7 +151,7 @@ class Subscriptions:
             self._pinged = False
 
     def confirmed(self, channel: str) -> None:
-        """The server confirmed SUBSCRIBE `channel`: wake its waiters, who may have missed a release."""
+        """The server confirmed SUBSCRIBE `channel`: wake its waiters (they may have missed a release)."""
         with self._lock:
             if channel not in self._channels:
                 return  # unsubscribed meanwhile as idle
@@ -154,7 +162,10 @@ class Subscriptions:
             recovered, self._outage = self._outage, False
         if recovered:
             log.info('py_cachify wake-ups: subscribed again; waiters are woken by releases again')
-        self._wakeups.wake_all(channel)
+        # Once both a channel and the mailbox on it are heard: a message sent to either
+        # before then may be lost, and one retry each covers both.
+        if self._wakeups.heard(pool_channel(channel)):
+            self._wakeups.wake_all(channel)
 
     def failed(self, exc: BaseException) -> None:
         """The connection or a command on it failed: every channel must be subscribed again, later."""

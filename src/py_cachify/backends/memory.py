@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ..errors import CachifyInitError
 from ..giveback import GiveBacks
+from ..mailbox import addressed
 from ..notify import Wakeups
 from ..ops import RESERVE_MS, Call
 
@@ -57,7 +58,8 @@ class MemoryBackend:
                 self._sweep(now)
             reply, wake = getattr(self, f'_{call.script}')(now_us, now, *call.keys, *call.args)
         if wake is not None:
-            self.wakeups.deliver(*wake)
+            channel, payload = wake
+            self.wakeups.deliver(addressed(channel, payload), payload)
         return reply
 
     async def arun(self, call: Call) -> object:
