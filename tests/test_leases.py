@@ -22,7 +22,7 @@ from py_cachify import Cachify, CachifyPoolFullError, init_cachify, pool
 from py_cachify.ops import pool_keys
 
 from .conftest import Api
-from .waiting import await_until
+from .waiting import await_until, from_forked_child
 
 
 async def test_a_lease_is_released_from_another_thread_or_task(cachify: Cachify, api: Api) -> None:
@@ -215,19 +215,8 @@ def test_a_lease_inherited_across_fork_is_not_released_by_the_child(redis_url: s
     client = redis.Redis.from_url(redis_url)
     _forked_cachify = init_cachify(client, prefix='fork-lease-', is_global=False)
     _forked_pool = _forked_cachify.pool('forked', max_size=1)
-    ctx = multiprocessing.get_context('fork')
-    parent_end, child_end = ctx.Pipe()
     with _forked_pool:
-        process = ctx.Process(target=_exit_in_child, args=(child_end,))
-        process.start()
-        try:
-            assert parent_end.poll(30), 'the child did not answer'
-            size_in_child, messages = parent_end.recv()
-        finally:
-            process.join(30)
-            if process.is_alive():
-                process.kill()
-                process.join()
+        size_in_child, messages = from_forked_child(_exit_in_child)
         assert size_in_child == 1
         assert any('not released from its child' in m for m in messages)
         assert _forked_pool.size() == 1

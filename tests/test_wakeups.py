@@ -29,6 +29,7 @@ from py_cachify.ops import pool_keys
 from py_cachify.subscription import State, Subscriptions
 
 from .redis_server import RedisCluster, RedisServer
+from .waiting import from_forked_child
 
 # Pub/sub hand-overs take a millisecond or two; anything this slow was not woken by a message.
 PUBSUB_SPEED = 0.1
@@ -167,18 +168,7 @@ def _mailbox_in_child(conn: multiprocessing.connection.Connection) -> None:
 
 
 def test_a_forked_child_has_a_mailbox_of_its_own() -> None:
-    ctx = multiprocessing.get_context('fork')
-    parent_end, child_end = ctx.Pipe()
-    process = ctx.Process(target=_mailbox_in_child, args=(child_end,))
-    process.start()
-    try:
-        assert parent_end.poll(30), 'the child did not answer'
-        box, token = parent_end.recv()
-    finally:
-        process.join(30)
-        if process.is_alive():
-            process.kill()
-            process.join()
+    box, token = from_forked_child(_mailbox_in_child)
     assert box == f'ch:{token}'  # its slot ids begin with its own token
     assert box != mailbox('ch')
     assert new_slot_id()[:TOKEN_CHARS] == mailbox('ch')[-TOKEN_CHARS:]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.connection
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from multiprocessing.process import BaseProcess
+from typing import Any
 
-__all__ = ['TIMEOUT', 'await_until', 'run_to_end', 'wait_until']
+__all__ = ['TIMEOUT', 'await_until', 'from_forked_child', 'run_to_end', 'wait_until']
 
 TIMEOUT = 30.0  # generous: on two loaded cores a wake-up can take seconds
 
@@ -50,3 +53,22 @@ def run_to_end(processes: Sequence[BaseProcess], timeout: float = 60.0) -> None:
             if process.is_alive():
                 process.kill()
                 process.join()
+
+
+def from_forked_child(target: Callable[..., None], *args: Any, timeout: float = TIMEOUT) -> Any:
+    """Fork a child that runs `target(conn, *args)`; return what it sends on `conn` first.
+
+    The child is joined, or killed if it will not end, even when it never answers.
+    """
+    ctx = multiprocessing.get_context('fork')
+    parent_end, child_end = ctx.Pipe()
+    process = ctx.Process(target=target, args=(child_end, *args))
+    process.start()
+    try:
+        assert parent_end.poll(timeout), 'the child did not answer'
+        return parent_end.recv()
+    finally:
+        process.join(timeout)
+        if process.is_alive():
+            process.kill()
+            process.join()
