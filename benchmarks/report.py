@@ -143,6 +143,7 @@ def _herd_rows() -> list[Row]:
             Row('herd', f'{prefix}.handovers_per_s', f'{name}: hand-overs', 'per s', 'higher'),
             Row('herd', f'{prefix}.of_target', f'{name}: hand-overs of 0.7 / (hold + RTT)', 'fraction', 'higher'),
             Row('herd', f'{prefix}.acquire_evalsha', f'{name}: acquire EVALSHA per acquire', 'requests', 'lower'),
+            Row('herd', f'{prefix}.tries_per_wait', f'{name}: tries per completed wait', 'requests', 'lower'),
             Row('herd', f'{prefix}.evalsha', f'{name}: all EVALSHA per acquire', 'requests', 'lower'),
             Row('herd', f'{prefix}.never_served', f'{name}: waiters never served in 8 s', 'waiters', 'lower'),
             Row('herd', f'{prefix}.jain', f"{name}: Jain's index over waiters", 'index', 'higher'),

@@ -11,6 +11,9 @@ Per fleet:
 - acquire EVALSHA per successful acquire, counted in each process around the backend (every
   try, the vain ones included), and all EVALSHA per successful acquire (acquires, releases,
   leaves) from `INFO commandstats` on the server (it must be the run's own: the runner's);
+- tries per completed wait: the same tries, less those of the waits still going when the run
+  ends (every waiter is in one then, one try or more into it), per successful acquire: what
+  a wait costs, without the edge of the run's window;
 - waiters never served in the run, and Jain's fairness index over the acquires of each
   waiter: (sum x)^2 / (n * sum x^2), 1 when all got as many, 1/n when one got them all;
 - the target: 0.7 / (hold + one round trip), the round trip a PING's p50 measured before.
@@ -37,7 +40,16 @@ HOLD_S = 0.001
 RUN_S, QUICK_RUN_S = 8.0, 1.0
 # (label, processes, threads per process, fair)
 FLEETS = (('p1x800', 1, 800, False), ('p4x200', 4, 200, False), ('p16x50', 16, 50, False), ('p4x200fair', 4, 200, True))
-METRICS = ('handovers_per_s', 'acquire_evalsha', 'evalsha', 'never_served', 'jain', 'target_per_s', 'of_target')
+METRICS = (
+    'handovers_per_s',
+    'acquire_evalsha',
+    'tries_per_wait',
+    'evalsha',
+    'never_served',
+    'jain',
+    'target_per_s',
+    'of_target',
+)
 START_TIMEOUT_S = 120.0  # spawning 16 interpreters and 800 threads on a loaded 2-core machine
 
 
@@ -53,11 +65,14 @@ def herd_worker(url: str, key: str, threads: int, fair: bool, seconds: float, ba
     counting = threading.Lock()
     deadline = [float('inf')]
     run = backend.run
+    this_wait = threading.local()  # the acquire tries of the calling waiter's current wait
 
     def counted(call: Any) -> object:
         if time.monotonic() < deadline[0]:
             with counting:
                 tries[call.script] += 1
+            if call.script == 'acquire':
+                this_wait.tries = getattr(this_wait, 'tries', 0) + 1
         return run(call)
 
     backend.run = counted  # type: ignore[method-assign]
@@ -72,6 +87,9 @@ def herd_worker(url: str, key: str, threads: int, fair: bool, seconds: float, ba
                 with cachify.pool(key, 1, nowait=False, timeout=left, fair=fair):
                     if time.monotonic() < deadline[0]:
                         acquired[index] += 1
+                        with counting:
+                            tries['completed waits'] += getattr(this_wait, 'tries', 0)
+                    this_wait.tries = 0
                     time.sleep(HOLD_S)
             except CachifyPoolFullError:
                 return
@@ -165,6 +183,7 @@ def run_fleet(cfg: Config, label: str, processes: int, threads: int, fair: bool,
     return {
         'handovers_per_s': served / seconds,
         'acquire_evalsha': tries['acquire'] / served if served else 0.0,
+        'tries_per_wait': tries['completed waits'] / served if served else 0.0,
         'evalsha': evalsha / served if served else 0.0,
         'never_served': float(sum(1 for n in acquired if n == 0)),
         'jain': jain(acquired),
