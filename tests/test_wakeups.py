@@ -163,6 +163,21 @@ async def test_a_release_naming_a_waiter_reaches_its_process_s_mailbox_only(
         other.close()
 
 
+@pytest.mark.usefixtures('no_fallback_poll')
+@pytest.mark.parametrize('kind', KINDS)
+async def test_the_channels_the_readme_tells_an_acl_to_allow_are_enough(
+    make: Callable[..., Cachify], server: RedisServer, admin: redis.Redis, kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without the mailboxes ('&*:released'), wake-ups never come back to pub/sub speed.
+    monkeypatch.setattr(sys.modules['py_cachify.pool'], 'HEARD_POLL', 60.0)
+    acl = ['ACL', 'SETUSER', 'app', 'on', 'nopass', '~*', 'resetchannels', '&*:released*', '+@all']
+    admin.execute_command(*acl)  # type: ignore[no-untyped-call]
+    cachify = make(kind, f'redis://app:any@127.0.0.1:{server.port}/0')
+    took, _ = await until_pubsub_speed(cachify, 'allowed', kind)
+    assert took < 10.0
+    assert await pubsub_p50(cachify, 'allowed', kind) < PUBSUB_SPEED
+
+
 def _mailbox_in_child(conn: multiprocessing.connection.Connection) -> None:
     conn.send((mailbox('ch'), new_slot_id()[:TOKEN_CHARS]))
 
