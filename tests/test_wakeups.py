@@ -140,16 +140,24 @@ def wakeup_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging
 async def test_a_release_naming_a_waiter_reaches_its_process_s_mailbox_only(
     make: Callable[..., Cachify], admin: redis.Redis, kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Only a message can wake the waiter in time: its polls are a minute apart.
+    # Only a message can wake the waiter: its polls are a minute apart.
     monkeypatch.setattr(sys.modules['py_cachify.pool'], 'HEARD_POLL', 60.0)
     cachify = make(kind)
     channel = channel_of(cachify, 'addressed')
+    leases = pool_keys(cachify.settings.prefix + 'addressed').leases
+    holder = await cachify.pool('addressed', max_size=1).aacquire()
+    waiter = cachify.pool('addressed', max_size=1, nowait=False, timeout=30)
+    waiting = asyncio.ensure_future(asyncio.to_thread(waiter.acquire) if kind == 'thread' else waiter.aacquire())
     # Another process, as the channel sees it: subscribed to the pool's channel only.
     other = admin.pubsub(ignore_subscribe_messages=True)
     other.subscribe(channel)
     try:
-        latency = await hand_over(cachify, 'addressed', kind, timeout=30.0)
+        # The waiter was turned away (it holds a lease), and hears its channel and mailbox.
+        await until(lambda: admin.zcard(leases) == 1 and cachify.settings.backend.wakeups.heard(channel))
         assert admin.pubsub_numsub(mailbox(channel)) == [(mailbox(channel).encode(), 1)]
+        await holder.arelease()
+        lease = await asyncio.wait_for(waiting, 30)
+        await lease.arelease()
         admin.publish(channel, 'sentinel')
         heard = []
         deadline = time.monotonic() + 30
@@ -158,9 +166,12 @@ async def test_a_release_naming_a_waiter_reaches_its_process_s_mailbox_only(
             if (message := other.get_message(timeout=0.5)) is not None:
                 heard.append(message['data'])
         assert heard == [b'sentinel']  # the release named the waiter to its own mailbox only
-        print(f'\nhand-over through the mailbox ({kind}): {latency * 1000:.1f} ms')
     finally:
         other.close()
+        await holder.arelease()
+        if not waiting.done():
+            waiting.cancel()
+        await asyncio.wait({waiting})
 
 
 @pytest.mark.usefixtures('no_fallback_poll')
