@@ -5,8 +5,9 @@ fleet (the queued waiter the freed slot is owed to, else one waiter out of the q
 when any waiter may take it; a named one comes to the mailbox of the waiter's process
 (see `mailbox`), which is subscribed beside the channel. One subscriber connection per
 backend (see `subscribers`) receives them for all the waiters of the process, so hundreds
-of waiting tasks cost one connection, not hundreds. The subscribers also say here which channels they hear, so a
-waiter knows whether it may rely on a message (and poll seldom) or must poll.
+of waiting tasks cost one connection, not hundreds. The subscribers also say here which
+channels they hear, so a waiter knows whether it may rely on a message (and poll seldom)
+or must poll.
 """
 
 from __future__ import annotations
