@@ -140,8 +140,8 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            # A test may have frozen it (SIGSTOP): a frozen server would only take SIGKILL,
-            # after the whole timeout, and never save a word of goodbye.
+            # A test may have frozen it (SIGSTOP): SIGTERM would then wait for a SIGCONT, and
+            # the stop take its whole timeout and end in SIGKILL.
             self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             try:
