@@ -189,7 +189,7 @@ async def test_the_channels_the_readme_tells_an_acl_to_allow_are_enough(
     assert await pubsub_p50(cachify, 'allowed', kind) < PUBSUB_SPEED
 
 
-def _mailbox_in_child(conn: multiprocessing.connection.Connection) -> None:
+def _mailbox_in_child(conn: Connection) -> None:
     conn.send((mailbox('ch'), new_slot_id()[:TOKEN_CHARS]))
 
 
