@@ -6,6 +6,7 @@ Each test has a redis-server of its own, so `INFO commandstats` counts its calls
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -193,7 +194,7 @@ async def test_a_cancelled_unfair_waiter_leaves_the_leases(server: RedisServer, 
 
 
 def messages(admin: redis.Redis, pubsub: redis.client.PubSub, channel: str) -> list[str]:
-    """What was published for `channel` so far, `pubsub` subscribed with `hear_all()`.
+    """What was published for `channel` so far, `pubsub` from `hearing()`.
 
     A sentinel marks the end. Each message must have come where the scripts send it: one
     naming a waiter to the mailbox its id begins with, '' to the channel itself.
@@ -213,9 +214,15 @@ def messages(admin: redis.Redis, pubsub: redis.client.PubSub, channel: str) -> l
     raise AssertionError(f'the sentinel never arrived; got {got}')
 
 
-def hear_all(pubsub: redis.client.PubSub, channel: str) -> None:
-    """Subscribe `pubsub` to `channel` and every mailbox on it (see py_cachify.mailbox)."""
-    pubsub.psubscribe(channel + '*')
+@contextlib.contextmanager
+def hearing(admin: redis.Redis, channel: str) -> Iterator[redis.client.PubSub]:
+    """A pub/sub connection subscribed to `channel` and every mailbox on it (see py_cachify.mailbox)."""
+    pubsub = admin.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.psubscribe(channel + '*')
+        yield pubsub
+    finally:
+        pubsub.close()
 
 
 def script_runner(admin: redis.Redis) -> Any:
@@ -228,9 +235,7 @@ def script_runner(admin: redis.Redis) -> Any:
 def test_releases_name_waiters_one_each_and_a_leaving_named_waiter_passes_it_on(admin: redis.Redis) -> None:
     run = script_runner(admin)
     channel = pool_keys(PREFIX + 'named').channel
-    pubsub = admin.pubsub(ignore_subscribe_messages=True)
-    try:
-        hear_all(pubsub, channel)
+    with hearing(admin, channel) as pubsub:
         assert run(acquire_call(PREFIX, 'named', 'h1', 2, 60_000))[0] == 1
         assert run(acquire_call(PREFIX, 'named', 'h2', 2, 60_000))[0] == 1
         for waiter in ('w1', 'w2', 'w3'):
@@ -263,8 +268,6 @@ def test_releases_name_waiters_one_each_and_a_leaving_named_waiter_passes_it_on(
         assert run(acquire_call(PREFIX, 'named', 'w5', 2, 60_000, wait=True))[0] == 0
         assert queued(admin, 'named') == []
         assert (admin.zscore(pool_keys(PREFIX + 'named').leases, 'w5') or 0) > server_ms(admin) + RESERVE_MS
-    finally:
-        pubsub.close()
 
 
 def test_a_release_holds_the_slot_for_the_waiter_it_names_until_the_hold_lapses(admin: redis.Redis) -> None:
@@ -273,9 +276,7 @@ def test_a_release_holds_the_slot_for_the_waiter_it_names_until_the_hold_lapses(
     # being woken, could try (and an unfair crowd was never served: Jain's index 0.04).
     run = script_runner(admin)
     channel = pool_keys(PREFIX + 'held').channel
-    pubsub = admin.pubsub(ignore_subscribe_messages=True)
-    try:
-        hear_all(pubsub, channel)
+    with hearing(admin, channel) as pubsub:
         assert run(acquire_call(PREFIX, 'held', 'holder', 1, 60_000))[0] == 1
         for waiter in ('w1', 'w2'):
             assert run(acquire_call(PREFIX, 'held', waiter, 1, 60_000, wait=True))[0] == 0
@@ -302,8 +303,6 @@ def test_a_release_holds_the_slot_for_the_waiter_it_names_until_the_hold_lapses(
         assert server_ms(admin) >= lapses
         assert queued(admin, 'held') == []
         assert leases(admin, 'held') == ['w2']  # the holder is gone with its hold: never named again
-    finally:
-        pubsub.close()
 
 
 def test_a_holder_that_releases_and_waits_again_at_once_lets_the_named_waiter_in_first(
